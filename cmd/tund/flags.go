@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/tund/tund/service"
+	"github.com/tund/tund/stack"
+	"github.com/tund/tund/tun"
+)
+
+// Default addresses: 198.18.0.0/15 is reserved for network testing
+// (RFC 2544) and 2001:2::/48 for benchmarking (RFC 5180), so neither can
+// collide with a real network.
+var (
+	defaultTunAddrs  = []string{"198.18.0.1/24", "2001:2::1/64"}
+	defaultAddrs     = []string{"198.18.0.2", "2001:2::2"}
+	defaultServeList = "http:80,echo:7,discard:9,daytime:13,chargen:19"
+)
+
+// options is the parsed command line of the daemon.
+type options struct {
+	tun       tun.Config
+	stack     stack.Config
+	services  []service.Spec
+	logLevel  slog.Level
+	logFormat string
+}
+
+// listFlag is a repeatable flag whose first use replaces the default.
+type listFlag struct {
+	values []string
+	set    bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.values, ",") }
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		l.values, l.set = nil, true
+	}
+	l.values = append(l.values, v)
+	return nil
+}
+
+const usageHead = `tund: a userspace TCP endpoint behind a TUN device, with a visible close path.
+
+Usage:
+  tund [flags]
+
+tund creates the TUN interface --tun in the current network namespace, gives
+its kernel side the --tun-addr addresses, and answers for the --addr
+addresses with a gVisor TCP/IP stack that hosts the --serve services. Any
+program in the namespace reaches them by routing, e.g.
+  curl http://198.18.0.2/    printf hi | nc -N 198.18.0.2 7
+
+Needs CAP_NET_ADMIN (root) and /dev/net/tun. SIGINT or SIGTERM stops tund and
+removes the interface.
+
+Flags:
+`
+
+// parseFlags parses the daemon's flags. Errors are returned, not printed,
+// so that nothing is created from a bad command line.
+func parseFlags(args []string, out io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("tund", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, usageHead)
+		fs.PrintDefaults()
+	}
+	tunAddrs := &listFlag{values: defaultTunAddrs}
+	addrs := &listFlag{values: defaultAddrs}
+	o := &options{}
+	fs.StringVar(&o.tun.Name, "tun", tun.DefaultName, "`name` of the TUN interface to create; it must not exist yet")
+	fs.Var(tunAddrs, "tun-addr", "`CIDR` address of the kernel side of the link; its prefix is routed into the device.\nRepeat for more; the first use replaces the default")
+	fs.Var(addrs, "addr", "the stack's own `IP` address, answered by tund. Repeat for more; the first use replaces\nthe default. One that no --tun-addr prefix covers gets a host route into the device")
+	fs.IntVar(&o.tun.MTU, "mtu", tun.DefaultMTU, "link `MTU` in bytes, 1280 to 65535")
+	fs.IntVar(&o.tun.Queues, "queues", 1, "number of TUN queues (`N` > 1 opens the device multi-queue)")
+	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME or NAME:PORT;\nnames: "+strings.Join(service.Names(), ", "))
+	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
+	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+	}
+	for _, v := range tunAddrs.values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("--tun-addr %q: want an address with a prefix length, such as 198.18.0.1/24", v)
+		}
+		o.tun.Addrs = append(o.tun.Addrs, p)
+	}
+	for _, v := range addrs.values {
+		a, err := netip.ParseAddr(v)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("--addr %q: want a plain IP address, such as 198.18.0.2", v)
+		}
+		a = a.Unmap()
+		if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return nil, fmt.Errorf("--addr %v: not a unicast address the kernel can route to a device", a)
+		}
+		covered := false
+		for _, p := range o.tun.Addrs {
+			if p.Addr() == a {
+				return nil, fmt.Errorf("--addr %v is also a --tun-addr: the kernel would answer for it itself", a)
+			}
+			covered = covered || p.Contains(a)
+		}
+		if !covered {
+			o.tun.Routes = append(o.tun.Routes, netip.PrefixFrom(a, a.BitLen()))
+		}
+		o.stack.Addrs = append(o.stack.Addrs, a)
+	}
+	if o.stack.MSL < 0 {
+		return nil, errors.New("--msl must not be negative")
+	}
+	if o.stack.FinWait2 < 0 {
+		return nil, errors.New("--fin-wait2 must not be negative")
+	}
+	var err error
+	if o.services, err = service.ParseList(*serve); err != nil {
+		return nil, fmt.Errorf("--serve: %w", err)
+	}
+	return o, nil
+}

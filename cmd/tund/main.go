@@ -1,0 +1,111 @@
+// Command tund runs a userspace TCP endpoint behind a TUN device.
+//
+// See README.md or `tund --help` for what it does and how to run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"github.com/tund/tund/service"
+	"github.com/tund/tund/stack"
+	"github.com/tund/tund/tun"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run is main without the process: it returns the exit status. 2 is a bad
+// command line, 1 a failure to start or to run.
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tund: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, o)
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	if err := daemon(ctx, o, log); err != nil {
+		log.Error("tund failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, o *options) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: o.logLevel}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// daemon brings up the device, the stack and the services, serves until ctx
+// ends, and takes everything down in reverse order.
+func daemon(ctx context.Context, o *options, log *slog.Logger) error {
+	dev, err := tun.Open(o.tun)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := dev.Close(); err != nil {
+			log.Warn("closing the device", "err", err)
+		}
+		log.Info("removed the interface", "tun", dev.Name())
+	}()
+	log.Info("created the interface", "tun", dev.Name(), "index", dev.Index(), "mtu", dev.MTU(),
+		"queues", len(dev.FDs()), "kernel_addrs", fmt.Sprint(o.tun.Addrs), "routes", fmt.Sprint(o.tun.Routes))
+
+	link, err := dev.LinkEndpoint()
+	if err != nil {
+		return err
+	}
+	st, err := stack.New(link, o.stack)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(o.services))
+	for _, spec := range o.services {
+		ln, err := st.Listen(spec.Port)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := service.Serve(ctx, ln, spec, log); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	log.Info("ready", "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
+		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2)
+
+	<-ctx.Done()
+	log.Info("stopping")
+	cancel()
+	wg.Wait()
+	close(errc)
+	return <-errc
+}

@@ -1,0 +1,68 @@
+package service
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// serveEcho sends back whatever arrives (RFC 862). When the peer ends its
+// direction, the echo of everything it sent is written, then the
+// connection is closed.
+func serveEcho(_ context.Context, c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	n, err := io.Copy(c, c)
+	log.Debug("echo done", "bytes", n, "err", err)
+}
+
+// serveDiscard reads and drops everything until the peer ends its direction
+// (RFC 863), then closes.
+func serveDiscard(_ context.Context, c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	n, err := io.Copy(io.Discard, c)
+	log.Debug("discard done", "bytes", n, "err", err)
+}
+
+// serveDaytime sends the date and time as one line and closes at once
+// (RFC 867): tund is the side that closes first.
+func serveDaytime(_ context.Context, c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	line := time.Now().UTC().Format("Monday, January 2, 2006 15:04:05-MST") + "\r\n"
+	if _, err := io.WriteString(c, line); err != nil {
+		log.Debug("daytime write failed", "err", err)
+	}
+}
+
+// chargenPattern is one full cycle of the RFC 864 pattern: 95 lines of 72
+// printable characters, each line starting one character further on, each
+// ended by CRLF. Writing it over and over continues the pattern exactly.
+var chargenPattern = func() []byte {
+	const first, count, width = ' ', 95, 72
+	b := make([]byte, 0, count*(width+2))
+	for line := 0; line < count; line++ {
+		for i := 0; i < width; i++ {
+			b = append(b, byte(first+(line+i)%count))
+		}
+		b = append(b, '\r', '\n')
+	}
+	return b
+}()
+
+// serveChargen streams the character pattern until the peer goes away
+// (RFC 864). What the peer sends is read and dropped, so that its FIN and
+// its RST are seen.
+func serveChargen(_ context.Context, c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	go io.Copy(io.Discard, c)
+	var n int64
+	for {
+		m, err := c.Write(chargenPattern)
+		n += int64(m)
+		if err != nil {
+			log.Debug("chargen done", "bytes", n, "err", err)
+			return
+		}
+	}
+}

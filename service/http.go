@@ -1,0 +1,69 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// bytesChunk is what /bytes/N repeats; it is shared and never written.
+var bytesChunk = func() []byte {
+	b := make([]byte, 64<<10)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
+}()
+
+// maxBytes bounds /bytes/N at 1 TiB: enough for any benchmark, small enough
+// that a typo does not stream for days.
+const maxBytes = 1 << 40
+
+func newHTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "tund: you are %s, talking to the userspace TCP stack at %s\n",
+			r.RemoteAddr, r.Context().Value(http.LocalAddrContextKey))
+	})
+	mux.HandleFunc("GET /bytes/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+		if err != nil || n < 0 || n > maxBytes {
+			http.Error(w, fmt.Sprintf("want /bytes/N with N in [0, %d]", int64(maxBytes)), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			m := min(n, int64(len(bytesChunk)))
+			if _, err := w.Write(bytesChunk[:m]); err != nil {
+				return
+			}
+			n -= m
+		}
+	})
+	return mux
+}
+
+// serveHTTP serves newHTTPHandler on ln until ctx ends, then closes the
+// listener and every connection.
+func serveHTTP(ctx context.Context, ln net.Listener, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           newHTTPHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("http:%s: %w", ln.Addr(), err)
+}

@@ -1,0 +1,160 @@
+// Package stack builds the gVisor TCP/IP stack that answers for tund's
+// addresses, and carries the close-path settings of its TCP.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// nicID is the stack's only NIC: the TUN link.
+const nicID tcpip.NICID = 1
+
+// Default close-path settings. They match Linux (net.ipv4.tcp_fin_timeout is
+// 60 s, and TIME-WAIT lasts TCP_TIMEWAIT_LEN = 60 s = 2 x 30 s).
+const (
+	DefaultMSL      = 30 * time.Second
+	DefaultFinWait2 = 60 * time.Second
+)
+
+// Config is what the stack needs beyond its link.
+type Config struct {
+	// Addrs are the stack's own addresses: IPv4, IPv6 or both.
+	Addrs []netip.Addr
+	// MSL is the maximum segment lifetime; TIME-WAIT lasts 2 x MSL
+	// (RFC 9293 §3.4.2). Zero means no TIME-WAIT at all: the endpoint is
+	// freed when the close completes, so a late FIN from the peer is
+	// answered with RST and an old duplicate can be taken for a segment of
+	// a new connection on the same 4-tuple.
+	MSL time.Duration
+	// FinWait2 bounds how long an endpoint that was closed by its
+	// application waits in FIN-WAIT-2 for the peer's FIN (Linux's
+	// tcp_fin_timeout). After it the endpoint is freed and the peer's late
+	// FIN draws a RST.
+	FinWait2 time.Duration
+}
+
+// Stack is a gVisor network stack with one NIC on the TUN link.
+type Stack struct {
+	s     *gstack.Stack
+	addrs []netip.Addr
+}
+
+// New builds a stack with IPv4, IPv6, ICMP (echo answered by the network
+// layer), TCP and UDP on link, and binds c.Addrs to it.
+func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
+	if len(c.Addrs) == 0 {
+		return nil, errors.New("stack: no address to bind")
+	}
+	if c.MSL < 0 || c.FinWait2 < 0 {
+		return nil, fmt.Errorf("stack: negative MSL (%v) or FIN-WAIT-2 timeout (%v)", c.MSL, c.FinWait2)
+	}
+	s := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		HandleLocal:        true,
+	})
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+			s.Wait()
+		}
+	}()
+	if err := setTCPOptions(s, c); err != nil {
+		return nil, err
+	}
+	if err := s.CreateNIC(nicID, link); err != nil {
+		return nil, fmt.Errorf("stack: creating the NIC: %s", err)
+	}
+	for _, a := range c.Addrs {
+		pa := tcpip.ProtocolAddress{
+			Protocol:          protocolOf(a),
+			AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix(),
+		}
+		if err := s.AddProtocolAddress(nicID, pa, gstack.AddressProperties{}); err != nil {
+			return nil, fmt.Errorf("stack: adding address %v: %s", a, err)
+		}
+	}
+	// Everything leaves through the TUN link; the kernel on the other side
+	// routes it.
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	ok = true
+	return &Stack{s: s, addrs: c.Addrs}, nil
+}
+
+func setTCPOptions(s *gstack.Stack, c Config) error {
+	opts := []tcpip.SettableTransportProtocolOption{
+		// SACK (RFC 2018) and window scaling: Linux peers use both.
+		ptr(tcpip.TCPSACKEnabled(true)),
+		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
+		ptr(tcpip.CongestionControlOption("cubic")),
+		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
+		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
+	}
+	for _, o := range opts {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return fmt.Errorf("stack: setting TCP option %T: %s", o, err)
+		}
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// Addrs returns the stack's own addresses.
+func (s *Stack) Addrs() []netip.Addr { return s.addrs }
+
+// Listen returns a listener for TCP port on every address of the stack,
+// IPv4 and IPv6 alike (a dual-stack IPv6 endpoint, as Linux's [::]:port).
+func (s *Stack) Listen(port uint16) (net.Listener, error) {
+	ln, err := gonet.ListenTCP(s.s, tcpip.FullAddress{Port: port}, ipv6.ProtocolNumber)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listening on port %d: %w", port, err)
+	}
+	return ln, nil
+}
+
+// Dial opens a TCP connection from the stack to addr through the TUN link.
+func (s *Stack) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	a := addr.Addr().Unmap()
+	fa := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: addr.Port()}
+	return gonet.DialContextTCP(ctx, s.s, fa, protocolOf(a))
+}
+
+// GVisor returns the underlying gVisor stack, for what this package does not
+// wrap (statistics, endpoint lists).
+func (s *Stack) GVisor() *gstack.Stack { return s.s }
+
+// Close aborts every endpoint, detaches the link and waits for the stack's
+// goroutines to end.
+func (s *Stack) Close() {
+	s.s.Close()
+	s.s.Wait()
+}
