@@ -39,7 +39,10 @@ func run(args []string, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	if err := daemon(ctx, o, log); err != nil {
+		// The log line is for collectors; the plain line is for the person
+		// at the terminal, without the log format's quoting.
 		log.Error("tund failed", "err", err)
+		fmt.Fprintf(stderr, "tund: %v\n", err)
 		return 1
 	}
 	return 0
