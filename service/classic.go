@@ -4,37 +4,35 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"time"
 )
 
 // serveEcho sends back whatever arrives (RFC 862). When the peer ends its
-// direction, the echo of everything it sent is written, then the
+// direction, the echo of everything it sent has been written; then the
 // connection is closed.
-func serveEcho(_ context.Context, c net.Conn, log *slog.Logger) {
-	defer c.Close()
+func serveEcho(_ context.Context, c *conn, log *slog.Logger) {
+	defer c.finish()
 	n, err := io.Copy(c, c)
 	log.Debug("echo done", "bytes", n, "err", err)
 }
 
 // serveDiscard reads and drops everything until the peer ends its direction
 // (RFC 863), then closes.
-func serveDiscard(_ context.Context, c net.Conn, log *slog.Logger) {
-	defer c.Close()
+func serveDiscard(_ context.Context, c *conn, log *slog.Logger) {
+	defer c.finish()
 	n, err := io.Copy(io.Discard, c)
 	log.Debug("discard done", "bytes", n, "err", err)
 }
 
 // serveDaytime sends the date and time as one line and closes at once
 // (RFC 867): tund is the side that closes first.
-func serveDaytime(_ context.Context, c net.Conn, log *slog.Logger) {
-	defer c.Close()
+func serveDaytime(_ context.Context, c *conn, log *slog.Logger) {
+	defer c.finish()
 	line := time.Now().UTC().Format("Monday, January 2, 2006 15:04:05-MST") + "\r\n"
 	if _, err := io.WriteString(c, line); err != nil {
 		log.Debug("daytime write failed", "err", err)
 	}
 }
-
 // chargenPattern is one full cycle of the RFC 864 pattern: 95 lines of 72
 // printable characters, each line starting one character further on, each
 // ended by CRLF. Writing it over and over continues the pattern exactly.
@@ -53,9 +51,17 @@ var chargenPattern = func() []byte {
 // serveChargen streams the character pattern until the peer goes away
 // (RFC 864). What the peer sends is read and dropped, so that its FIN and
 // its RST are seen.
-func serveChargen(_ context.Context, c net.Conn, log *slog.Logger) {
-	defer c.Close()
-	go io.Copy(io.Discard, c)
+//
+// The peer's FIN while chargen streams is the textbook half-close: what
+// happens next is the service's half-close policy.
+func serveChargen(_ context.Context, c *conn, log *slog.Logger) {
+	defer c.finish()
+	go func() {
+		if _, err := io.Copy(io.Discard, c); err == nil {
+			log.Debug("peer half-closed", "policy", c.opts.HalfClose)
+			c.peerClosed()
+		}
+	}()
 	var n int64
 	for {
 		m, err := c.Write(chargenPattern)

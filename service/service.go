@@ -9,23 +9,27 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/tund/tund/stack"
 )
 
-// Spec is one service and the port it listens on.
+// Spec is one service, the port it listens on and how it closes.
 type Spec struct {
 	Name string
 	Port uint16
+	Options
 }
 
-func (s Spec) String() string { return fmt.Sprintf("%s:%d", s.Name, s.Port) }
+func (s Spec) String() string { return fmt.Sprintf("%s:%d/%s", s.Name, s.Port, s.Options) }
 
-// handler serves one accepted connection. It owns c and closes it.
-type handler func(ctx context.Context, c net.Conn, log *slog.Logger)
+// handler serves one accepted connection. It owns c and closes it with
+// c.finish.
+type handler func(ctx context.Context, c *conn, log *slog.Logger)
 
 // handlers are the services by name, with the port each has by default.
 var handlers = map[string]struct {
@@ -49,10 +53,16 @@ func Names() []string {
 	return n
 }
 
-// ParseList parses a comma-separated list such as "http:80,echo:7,daytime".
-// A name without a port gets its well-known port. A port may carry one
-// service only.
-func ParseList(list string) ([]Spec, error) {
+// ParseList parses a comma-separated list of NAME[:PORT][/OPTION...], such
+// as "http:80,echo:7,daytime/abort,chargen/half-close=close". A name without
+// a port gets its well-known port; a port may carry one service only.
+// Options override defaults for that service:
+//
+//	half-close=allow|close|DURATION   what to do when the peer half-closes
+//	abort                             end connections with RST, not FIN
+//	fin-wait2=DURATION                FIN-WAIT-2 timeout of its connections
+//	fin-ack-merge=DURATION            FIN/ACK merge window of its port
+func ParseList(list string, defaults Options) ([]Spec, error) {
 	var specs []Spec
 	ports := map[uint16]string{}
 	for _, item := range strings.Split(list, ",") {
@@ -60,6 +70,7 @@ func ParseList(list string) ([]Spec, error) {
 		if item == "" {
 			continue
 		}
+		item, optText, _ := strings.Cut(item, "/")
 		name, portText, hasPort := strings.Cut(item, ":")
 		h, ok := handlers[name]
 		if !ok {
@@ -76,8 +87,18 @@ func ParseList(list string) ([]Spec, error) {
 		if other, dup := ports[port]; dup {
 			return nil, fmt.Errorf("services %q and %q both want port %d", other, name, port)
 		}
+		opts, err := parseOptions(optText, defaults)
+		if err != nil {
+			return nil, fmt.Errorf("service %q: %w", name, err)
+		}
+		if name == "http" && (opts.Abort || opts.FinWait2 > 0 || strings.Contains(optText, "half-close")) {
+			// net/http owns its connections' close; these options would be
+			// silently ignored. The merge window, which lives in the
+			// stack, applies.
+			return nil, fmt.Errorf("service http takes only the fin-ack-merge option")
+		}
 		ports[port] = name
-		specs = append(specs, Spec{Name: name, Port: port})
+		specs = append(specs, Spec{Name: name, Port: port, Options: opts})
 	}
 	if len(specs) == 0 {
 		return nil, errors.New("no service given")
@@ -85,10 +106,47 @@ func ParseList(list string) ([]Spec, error) {
 	return specs, nil
 }
 
+func parseOptions(text string, o Options) (Options, error) {
+	if text == "" {
+		return o, nil
+	}
+	for _, opt := range strings.Split(text, "/") {
+		key, value, _ := strings.Cut(opt, "=")
+		switch key {
+		case "half-close":
+			h, err := ParseHalfClose(value)
+			if err != nil {
+				return o, err
+			}
+			o.HalfClose = h
+		case "abort":
+			if value != "" {
+				return o, fmt.Errorf("option abort takes no value")
+			}
+			o.Abort = true
+		case "fin-wait2":
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 || d > 120*time.Second {
+				return o, fmt.Errorf("fin-wait2=%q: want a duration in (0, 120s]", value)
+			}
+			o.FinWait2 = d
+		case "fin-ack-merge":
+			d, err := time.ParseDuration(value)
+			if err != nil || d < 0 {
+				return o, fmt.Errorf("fin-ack-merge=%q: want a duration, 0 to never merge", value)
+			}
+			o.FINACKMerge = &d
+		default:
+			return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=)", opt)
+		}
+	}
+	return o, nil
+}
+
 // Serve accepts connections on ln and serves spec on each until ctx ends.
 // Then it closes ln and every open connection, waits for the handlers to
 // return, and returns nil. Any other accept error is returned.
-func Serve(ctx context.Context, ln net.Listener, spec Spec, log *slog.Logger) error {
+func Serve(ctx context.Context, ln *stack.Listener, spec Spec, log *slog.Logger) error {
 	log = log.With("service", spec.Name, "port", spec.Port)
 	if spec.Name == "http" {
 		return serveHTTP(ctx, ln, log)
@@ -100,7 +158,7 @@ func Serve(ctx context.Context, ln net.Listener, spec Spec, log *slog.Logger) er
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
+		conns = map[*conn]struct{}{}
 	)
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
@@ -112,13 +170,19 @@ func Serve(ctx context.Context, ln net.Listener, spec Spec, log *slog.Logger) er
 	})
 	defer stop()
 	for {
-		c, err := ln.Accept()
+		sc, err := ln.AcceptConn()
 		if err != nil {
 			wg.Wait()
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("%s: accept: %w", spec, err)
+		}
+		c := &conn{Conn: sc, opts: spec.Options}
+		if spec.FinWait2 > 0 {
+			if err := sc.SetFinWait2(spec.FinWait2); err != nil {
+				log.Warn("per-service FIN-WAIT-2 timeout not set", "err", err)
+			}
 		}
 		mu.Lock()
 		if ctx.Err() != nil {

@@ -46,12 +46,20 @@ type Config struct {
 	// tcp_fin_timeout). After it the endpoint is freed and the peer's late
 	// FIN draws a RST.
 	FinWait2 time.Duration
+	// FINACKMerge is how long the ACK of a peer's FIN may wait to ride on
+	// tund's own FIN (a three-way close); zero sends it at once (four-way).
+	// See DefaultFINACKMerge.
+	FINACKMerge time.Duration
+	// PortFINACKMerge overrides FINACKMerge for connections on the given
+	// local ports.
+	PortFINACKMerge map[uint16]time.Duration
 }
 
 // Stack is a gVisor network stack with one NIC on the TUN link.
 type Stack struct {
 	s     *gstack.Stack
 	addrs []netip.Addr
+	merge *mergeEndpoint
 }
 
 // New builds a stack with IPv4, IPv6, ICMP (echo answered by the network
@@ -60,9 +68,10 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if len(c.Addrs) == 0 {
 		return nil, errors.New("stack: no address to bind")
 	}
-	if c.MSL < 0 || c.FinWait2 < 0 {
-		return nil, fmt.Errorf("stack: negative MSL (%v) or FIN-WAIT-2 timeout (%v)", c.MSL, c.FinWait2)
+	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 {
+		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v) or merge window (%v)", c.MSL, c.FinWait2, c.FINACKMerge)
 	}
+	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -78,7 +87,8 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if err := setTCPOptions(s, c); err != nil {
 		return nil, err
 	}
-	if err := s.CreateNIC(nicID, link); err != nil {
+	merge.stack = s
+	if err := s.CreateNIC(nicID, merge); err != nil {
 		return nil, fmt.Errorf("stack: creating the NIC: %s", err)
 	}
 	for _, a := range c.Addrs {
@@ -97,7 +107,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -131,22 +141,19 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 // Addrs returns the stack's own addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }
 
-// Listen returns a listener for TCP port on every address of the stack,
-// IPv4 and IPv6 alike (a dual-stack IPv6 endpoint, as Linux's [::]:port).
-func (s *Stack) Listen(port uint16) (net.Listener, error) {
-	ln, err := gonet.ListenTCP(s.s, tcpip.FullAddress{Port: port}, ipv6.ProtocolNumber)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listening on port %d: %w", port, err)
-	}
-	return ln, nil
-}
-
 // Dial opens a TCP connection from the stack to addr through the TUN link.
 func (s *Stack) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 	a := addr.Addr().Unmap()
 	fa := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: addr.Port()}
 	return gonet.DialContextTCP(ctx, s.s, fa, protocolOf(a))
 }
+
+// MergeStats returns the counters of the FIN/ACK merge.
+func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
+
+// SetFINACKMerge changes the default FIN/ACK merge window at run time; it
+// applies to FINs that arrive from then on.
+func (s *Stack) SetFINACKMerge(d time.Duration) { s.merge.SetWindow(d) }
 
 // GVisor returns the underlying gVisor stack, for what this package does not
 // wrap (statistics, endpoint lists).

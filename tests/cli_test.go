@@ -52,6 +52,8 @@ func TestBadInput(t *testing.T) {
 		{"bad tun-addr", nil, []string{"--tun-addr", "198.18.0.1"}, 2, "prefix length"},
 		{"addr is tun-addr", nil, []string{"--addr", "198.18.0.1"}, 2, "also a --tun-addr"},
 		{"unknown service", nil, []string{"--serve", "gopher:70"}, 2, "unknown service \"gopher\""},
+		{"unknown service option", nil, []string{"--serve", "echo/linger"}, 2, "unknown option \"linger\""},
+		{"bad half-close", nil, []string{"--half-close", "sometimes"}, 2, "want allow, close or a positive duration"},
 		{"port twice", nil, []string{"--serve", "echo:7,discard:7"}, 2, "both want port 7"},
 		{"bad MTU", nil, []string{"--mtu", "100"}, 1, "MTU 100"},
 		{"stray argument", nil, []string{"now"}, 2, "unexpected argument"},

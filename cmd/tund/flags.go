@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
@@ -81,9 +82,12 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.Var(addrs, "addr", "the stack's own `IP` address, answered by tund. Repeat for more; the first use replaces\nthe default. One that no --tun-addr prefix covers gets a host route into the device")
 	fs.IntVar(&o.tun.MTU, "mtu", tun.DefaultMTU, "link `MTU` in bytes, 1280 to 65535")
 	fs.IntVar(&o.tun.Queues, "queues", 1, "number of TUN queues (`N` > 1 opens the device multi-queue)")
-	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME or NAME:PORT;\nnames: "+strings.Join(service.Names(), ", "))
+	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME[:PORT][/OPTION...]; names: "+strings.Join(service.Names(), ", ")+
+		";\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
+	halfClose := fs.String("half-close", "allow", "what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
+	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -133,8 +137,23 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("--fin-wait2 must not be negative")
 	}
 	var err error
-	if o.services, err = service.ParseList(*serve); err != nil {
+	var defaults service.Options
+	if defaults.HalfClose, err = service.ParseHalfClose(*halfClose); err != nil {
+		return nil, fmt.Errorf("--half-close: %w", err)
+	}
+	if o.services, err = service.ParseList(*serve, defaults); err != nil {
 		return nil, fmt.Errorf("--serve: %w", err)
+	}
+	if o.stack.FINACKMerge < 0 {
+		return nil, errors.New("--fin-ack-merge must not be negative")
+	}
+	for _, s := range o.services {
+		if s.FINACKMerge != nil {
+			if o.stack.PortFINACKMerge == nil {
+				o.stack.PortFINACKMerge = map[uint16]time.Duration{}
+			}
+			o.stack.PortFINACKMerge[s.Port] = *s.FINACKMerge
+		}
 	}
 	return o, nil
 }

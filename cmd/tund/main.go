@@ -103,7 +103,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		}()
 	}
 	log.Info("ready", "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
-		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2)
+		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge)
 
 	<-ctx.Done()
 	log.Info("stopping")

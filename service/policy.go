@@ -1,0 +1,116 @@
+package service
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tund/tund/stack"
+)
+
+// HalfClose is what a service does when the peer half-closes: sends its FIN
+// while the service still has data to send (RFC 9293 §3.6: the other
+// direction stays open until the service closes it).
+type HalfClose struct {
+	// Close ends the connection at once when the peer's FIN arrives.
+	Close bool
+	// After, when not zero, keeps the connection half-open at most this
+	// long, then closes it.
+	After time.Duration
+}
+
+// ParseHalfClose parses "allow", "close" or a duration such as "1s".
+func ParseHalfClose(s string) (HalfClose, error) {
+	switch s {
+	case "allow":
+		return HalfClose{}, nil
+	case "close":
+		return HalfClose{Close: true}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return HalfClose{}, fmt.Errorf("half-close %q: want allow, close or a positive duration such as 1s", s)
+	}
+	return HalfClose{After: d}, nil
+}
+
+func (h HalfClose) String() string {
+	switch {
+	case h.Close:
+		return "close"
+	case h.After > 0:
+		return h.After.String()
+	}
+	return "allow"
+}
+
+// Options shape how a service ends its connections.
+type Options struct {
+	// HalfClose is the policy when the peer half-closes.
+	HalfClose HalfClose
+	// Abort ends every connection with RST instead of FIN.
+	Abort bool
+	// FinWait2, when not zero, overrides the stack's FIN-WAIT-2 timeout for
+	// the service's connections.
+	FinWait2 time.Duration
+	// FINACKMerge, when not nil, overrides the stack's FIN/ACK merge
+	// window for the service's port.
+	FINACKMerge *time.Duration
+}
+
+func (o Options) String() string {
+	var parts []string
+	parts = append(parts, "half-close="+o.HalfClose.String())
+	if o.Abort {
+		parts = append(parts, "abort")
+	}
+	if o.FinWait2 > 0 {
+		parts = append(parts, "fin-wait2="+o.FinWait2.String())
+	}
+	if o.FINACKMerge != nil {
+		parts = append(parts, "fin-ack-merge="+o.FINACKMerge.String())
+	}
+	return strings.Join(parts, "/")
+}
+
+// conn is a connection being served with its close-path options.
+type conn struct {
+	*stack.Conn
+	opts Options
+
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+// peerClosed applies the half-close policy; a service calls it when a read
+// returns io.EOF, i.e. when the peer's FIN has arrived. It reports whether
+// the connection was closed.
+func (c *conn) peerClosed() bool {
+	switch {
+	case c.opts.HalfClose.Close:
+		c.finish()
+		return true
+	case c.opts.HalfClose.After > 0:
+		c.mu.Lock()
+		if c.timer == nil {
+			c.timer = time.AfterFunc(c.opts.HalfClose.After, c.finish)
+		}
+		c.mu.Unlock()
+	}
+	return false
+}
+
+// finish ends the connection the way the options say: FIN, or RST.
+func (c *conn) finish() {
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	if c.opts.Abort {
+		c.Abort()
+		return
+	}
+	c.Close()
+}

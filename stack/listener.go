@@ -1,0 +1,121 @@
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// listenBacklog matches Linux's default somaxconn. gVisor answers with SYN
+// cookies beyond it instead of dropping SYNs.
+const listenBacklog = 4096
+
+// Listener accepts TCP connections on the stack. Unlike gonet's listener it
+// hands out *Conn, which keeps the endpoint so that the close path can be
+// shaped per connection.
+type Listener struct {
+	ep        tcpip.Endpoint
+	wq        *waiter.Queue
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// Listen returns a listener for TCP port on every address of the stack,
+// IPv4 and IPv6 alike (a dual-stack IPv6 endpoint, as Linux's [::]:port).
+func (s *Stack) Listen(port uint16) (*Listener, error) {
+	wq := new(waiter.Queue)
+	ep, terr := s.s.NewEndpoint(tcp.ProtocolNumber, ipv6.ProtocolNumber, wq)
+	if terr != nil {
+		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
+	}
+	if terr := ep.Bind(tcpip.FullAddress{Port: port}); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("stack: binding port %d: %s", port, terr)
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
+	}
+	return &Listener{ep: ep, wq: wq, closed: make(chan struct{})}, nil
+}
+
+// Accept waits for the next connection.
+func (l *Listener) Accept() (net.Conn, error) { return l.AcceptConn() }
+
+// AcceptConn waits for the next connection and returns it as a *Conn.
+func (l *Listener) AcceptConn() (*Conn, error) {
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		ep, wq, terr := l.ep.Accept(nil)
+		if terr == nil {
+			return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep}, nil
+		}
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: errors.New(terr.String())}
+		}
+		select {
+		case <-l.closed:
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+		case <-ready:
+		}
+	}
+}
+
+// Close stops listening; connections not yet accepted are reset.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		l.ep.Close()
+	})
+	return nil
+}
+
+// Addr returns the listening address ([::]:port).
+func (l *Listener) Addr() net.Addr {
+	a, terr := l.ep.GetLocalAddress()
+	if terr != nil {
+		return nil
+	}
+	return &net.TCPAddr{IP: net.IP(a.Addr.AsSlice()), Port: int(a.Port)}
+}
+
+// Conn is a TCP connection on the stack. Besides net.Conn and half-close
+// (CloseWrite, CloseRead) it gives access to the endpoint's close path.
+type Conn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
+}
+
+// Abort ends the connection with RST instead of FIN (an abortive close,
+// RFC 9293 §3.10.4, SO_LINGER with a zero timeout): unsent data is dropped
+// and no TIME-WAIT follows.
+func (c *Conn) Abort() error {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
+	return c.Close()
+}
+
+// SetFinWait2 sets how long this connection, once closed by tund, waits in
+// FIN-WAIT-2 for the peer's FIN (TCP_LINGER2). gVisor caps it at 120 s.
+func (c *Conn) SetFinWait2(d time.Duration) error {
+	opt := tcpip.TCPLingerTimeoutOption(d)
+	if terr := c.ep.SetSockOpt(&opt); terr != nil {
+		return fmt.Errorf("stack: setting the FIN-WAIT-2 timeout to %v: %s", d, terr)
+	}
+	return nil
+}
+
+// State returns the endpoint's TCP state with its RFC 9293 name
+// (ESTABLISHED, FIN-WAIT-1, ...). It takes no lock.
+func (c *Conn) State() string {
+	return StateName(tcp.EndpointState(c.ep.State()))
+}

@@ -1,0 +1,228 @@
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mergeVerdict says how the ACK of the client's FIN left tund in c: alone
+// before tund's FIN ("separate"), or carried by tund's FIN or data
+// ("merged"). It fails the test if the close is not a client-first close.
+func mergeVerdict(t *testing.T, c *Conversation) string {
+	t.Helper()
+	cf := c.firstFIN(false)
+	sf := c.firstFIN(true)
+	if cf < 0 || sf < 0 || sf < cf {
+		t.Fatalf("want a close that the client starts, got:%s", c)
+	}
+	finEnd := c.Segs[cf].Seq + uint32(c.Segs[cf].Len) + 1
+	for _, s := range c.Segs[cf+1 : sf] {
+		if c.FromServer(s) && s.PureACK() && s.Ack == finEnd {
+			return "separate"
+		}
+	}
+	if c.Segs[sf].Ack != finEnd || !c.Segs[sf].Has(flagACK) {
+		t.Fatalf("tund's FIN does not acknowledge the client's FIN:%s", c)
+	}
+	return "merged"
+}
+
+// TestFINACKMerge checks on the wire that closes the kernel client starts
+// (nc -N on echo; curl ending keep-alive connections) take three segments
+// with --fin-ack-merge 40ms, never showing a pure ACK of the client's FIN
+// before tund's FIN, and four with --fin-ack-merge 0, always showing one.
+// A per-service override (echo/fin-ack-merge=0) applies to its port only.
+func TestFINACKMerge(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		echo, http string
+	}{
+		{[]string{"--fin-ack-merge", "40ms"}, "merged", "merged"},
+		{[]string{"--fin-ack-merge", "0"}, "separate", "separate"},
+		{[]string{"--fin-ack-merge", "40ms", "--serve", "http,echo/fin-ack-merge=0"}, "separate", "merged"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			ns := newNS(t)
+			startTund(t, ns, c.args...)
+			cap := capture(t, ns, "tund0", "tcp")
+			for i := 0; i < 5; i++ {
+				if out := ns.MustRun("sh", "-c", fmt.Sprintf("printf 'close %d' | nc -N %s 7", i, stackV4)); out != fmt.Sprintf("close %d", i) {
+					t.Fatalf("echo: %q", out)
+				}
+			}
+			// curl keeps the connection alive across its two requests and
+			// closes it when it exits.
+			for i := 0; i < 3; i++ {
+				ns.MustRun("curl", "-sS", "-m", "5", "-o", "/dev/null", "-o", "/dev/null", "http://"+stackV4+"/", "http://"+stackV4+"/bytes/100")
+			}
+			convs := conversations(cap.Stop())
+			counts := map[string]int{}
+			for _, conv := range convs {
+				want := c.echo
+				if conv.Server.Port() == 80 {
+					want = c.http
+				}
+				if got := mergeVerdict(t, conv); got != want {
+					t.Errorf("port %d: ACK of the client's FIN %s, want %s:%s", conv.Server.Port(), got, want, conv)
+				}
+				counts[strconv.Itoa(int(conv.Server.Port()))]++
+			}
+			if counts["7"] != 5 || counts["80"] != 3 {
+				t.Errorf("captured %v connections per port, want 5 on 7 and 3 on 80", counts)
+			}
+		})
+	}
+}
+
+// TestHalfClosePolicy has a client half-close at once on chargen
+// (nc -N </dev/null) and checks each --half-close policy: allow keeps
+// streaming (5 MB arrive), close ends the connection at the client's FIN,
+// 1s streams for about a second after it, then ends the connection.
+func TestHalfClosePolicy(t *testing.T) {
+	t.Run("allow", func(t *testing.T) {
+		ns := newNS(t)
+		startTund(t, ns, "--half-close", "allow")
+		out := ns.MustRun("sh", "-c", fmt.Sprintf("nc -N %s 19 </dev/null | head -c 5000000 | wc -c", stackV4))
+		if strings.TrimSpace(out) != "5000000" {
+			t.Errorf("got %s bytes after the half-close, want 5000000", out)
+		}
+	})
+	for _, c := range []struct {
+		policy   string
+		min, max time.Duration // from the client's FIN to tund's FIN
+	}{
+		{"close", 0, 200 * time.Millisecond},
+		{"1s", 900 * time.Millisecond, 3 * time.Second},
+	} {
+		t.Run(c.policy, func(t *testing.T) {
+			ns := newNS(t)
+			startTund(t, ns, "--serve", "chargen/half-close="+c.policy)
+			cap := capture(t, ns, "tund0", "tcp")
+			out := ns.MustRun("sh", "-c", fmt.Sprintf("timeout 20 nc -N %s 19 </dev/null | wc -c", stackV4))
+			convs := conversations(cap.Stop())
+			if len(convs) != 1 {
+				t.Fatalf("%d connections captured, want 1", len(convs))
+			}
+			conv := convs[0]
+			cf, sf := conv.firstFIN(false), conv.firstFIN(true)
+			if cf < 0 || sf < 0 {
+				t.Fatalf("want FINs from both sides:%s", conv)
+			}
+			gap := conv.Segs[sf].T.Sub(conv.Segs[cf].T)
+			t.Logf("policy %s: %s bytes arrived, tund's FIN %v after the client's", c.policy, strings.TrimSpace(out), gap)
+			if gap < c.min || gap > c.max {
+				t.Errorf("tund's FIN came %v after the client's, want within [%v, %v]", gap, c.min, c.max)
+			}
+			for _, s := range conv.Segs {
+				if s.Has(flagRST) && conv.FromServer(s) {
+					t.Errorf("tund sent RST where a graceful close is due: %v", s)
+				}
+			}
+		})
+	}
+}
+
+// TestFinWait2 has tund close first (daytime) while the client, a kernel
+// socket, stays half-open for 3 s and then sends its FIN. With --fin-wait2
+// 1s tund has given up on the connection and answers RST; with 10s it
+// ACKs the FIN (and goes to TIME-WAIT).
+func TestFinWait2(t *testing.T) {
+	for _, c := range []struct {
+		timeout string
+		rst     bool
+	}{{"1s", true}, {"10s", false}} {
+		t.Run(c.timeout, func(t *testing.T) {
+			ns := newNS(t)
+			startTund(t, ns, "--fin-wait2", c.timeout)
+			cap := capture(t, ns, "tund0", "tcp port 13")
+			conn, err := ns.Dial("tcp", net.JoinHostPort(stackV4, "13"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := io.ReadAll(conn); err != nil { // the line, then tund's FIN
+				t.Fatal(err)
+			}
+			// The half-open time is the scenario, not a synchronisation.
+			time.Sleep(3 * time.Second)
+			if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			// tund's answer, RST or ACK, takes the kernel socket out of
+			// LAST-ACK; the socket API has no event for that, so its state
+			// is polled.
+			if err := waitState(conn.(*net.TCPConn), 5*time.Second, func(s uint8) bool { return s != tcpLastAck }); err != nil {
+				t.Error(err)
+			}
+			segs := cap.Stop()
+			convs := conversations(segs)
+			if len(convs) != 1 {
+				t.Fatalf("%d connections captured, want 1", len(convs))
+			}
+			conv := convs[0]
+			cf := conv.firstFIN(false)
+			if cf < 0 {
+				t.Fatalf("no FIN from the client:%s", conv)
+			}
+			finEnd := conv.Segs[cf].Seq + 1
+			var answer *Segment
+			for i := cf + 1; i < len(conv.Segs); i++ {
+				if conv.FromServer(conv.Segs[i]) {
+					answer = &conv.Segs[i]
+					break
+				}
+			}
+			switch {
+			case answer == nil:
+				t.Errorf("tund did not answer the client's FIN:%s", conv)
+			case c.rst && !answer.Has(flagRST):
+				t.Errorf("want RST after the FIN-WAIT-2 timeout, got %v:%s", answer, conv)
+			case !c.rst && !(answer.PureACK() && answer.Ack == finEnd):
+				t.Errorf("want a pure ACK of the FIN (ack %d), got %v:%s", finEnd, answer, conv)
+			}
+		})
+	}
+}
+
+// tcpLastAck is LAST-ACK as tcpi_state gives it (include/net/tcp_states.h).
+const tcpLastAck = 9
+
+// waitState polls the kernel socket's TCP state (TCP_INFO) every 5 ms
+// until done accepts it or the timeout passes.
+func waitState(c *net.TCPConn, timeout time.Duration, done func(uint8) bool) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		var state uint8
+		var serr error
+		rc.Control(func(fd uintptr) {
+			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil {
+				serr = err
+				return
+			}
+			state = info.State
+		})
+		if serr != nil {
+			return serr
+		}
+		if done(state) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("socket still in TCP state " + strconv.Itoa(int(state)) + " after " + timeout.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,265 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TCP flag bits (RFC 9293 §3.1).
+const (
+	flagFIN = 0x01
+	flagSYN = 0x02
+	flagRST = 0x04
+	flagPSH = 0x08
+	flagACK = 0x10
+)
+
+// Segment is one TCP segment seen on the wire.
+type Segment struct {
+	T        time.Time
+	Src, Dst netip.AddrPort
+	Flags    uint8
+	Seq, Ack uint32
+	Len      int
+}
+
+func (s Segment) Has(f uint8) bool { return s.Flags&f != 0 }
+
+// PureACK reports a segment with only ACK set and no payload.
+func (s Segment) PureACK() bool { return s.Flags&^flagPSH == flagACK && s.Len == 0 }
+
+func (s Segment) String() string {
+	var f strings.Builder
+	for _, x := range []struct {
+		bit  uint8
+		name string
+	}{{flagSYN, "S"}, {flagFIN, "F"}, {flagRST, "R"}, {flagPSH, "P"}, {flagACK, "."}} {
+		if s.Flags&x.bit != 0 {
+			f.WriteString(x.name)
+		}
+	}
+	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, f.String(), s.Seq, s.Ack, s.Len)
+}
+
+// Capture is a tcpdump running on a device of a namespace.
+type Capture struct {
+	t    *testing.T
+	file string
+	cmd  interface{ Wait() error }
+	stop func()
+}
+
+// capture starts tcpdump on dev in ns with filter and returns once tcpdump
+// says it is listening, so that no segment of what follows is missed.
+func capture(t *testing.T, ns *NS, dev, filter string) *Capture {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "capture.pcap")
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.Command(ctx, "tcpdump", "-i", dev, "--immediate-mode", "-U", "-n", "-s", "128", "-w", file, filter)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	listening, exited := make(chan struct{}), make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		var lines []string
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if strings.Contains(sc.Text(), "listening on") {
+				close(listening)
+			}
+		}
+		exited <- strings.Join(lines, "\n")
+	}()
+	select {
+	case <-listening:
+	case msg := <-exited:
+		t.Fatalf("tcpdump stopped before listening: %s", msg)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("tcpdump not listening after 10s")
+	}
+	c := &Capture{t: t, file: file, cmd: cmd, stop: cancel}
+	t.Cleanup(func() { c.stop(); cmd.Wait() })
+	return c
+}
+
+// Stop ends the capture and returns its TCP segments.
+func (c *Capture) Stop() []Segment {
+	c.t.Helper()
+	c.stop()
+	c.cmd.Wait()
+	segs, err := readPcap(c.file)
+	if err != nil {
+		c.t.Fatalf("reading the capture: %v", err)
+	}
+	return segs
+}
+
+// readPcap parses a classic pcap file of raw IP packets (what tcpdump writes
+// for a TUN device) and returns its TCP segments.
+func readPcap(file string) ([]Segment, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < 24 {
+		return nil, fmt.Errorf("%s: %d bytes, no pcap header", file, len(b))
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	nano := false
+	switch binary.LittleEndian.Uint32(b) {
+	case 0xa1b2c3d4:
+	case 0xa1b23c4d:
+		nano = true
+	default:
+		bo = binary.BigEndian
+		nano = binary.BigEndian.Uint32(b) == 0xa1b23c4d
+	}
+	var skip int
+	switch lt := bo.Uint32(b[20:]); lt {
+	case 101, 12, 228, 229: // raw IP
+	case 113: // Linux cooked
+		skip = 16
+	case 276: // Linux cooked v2
+		skip = 20
+	default:
+		return nil, fmt.Errorf("%s: link type %d, want raw IP", file, lt)
+	}
+	var segs []Segment
+	for p := 24; p+16 <= len(b); {
+		sec, frac := bo.Uint32(b[p:]), bo.Uint32(b[p+4:])
+		incl := int(bo.Uint32(b[p+8:]))
+		orig := int(bo.Uint32(b[p+12:]))
+		p += 16
+		if p+incl > len(b) {
+			break
+		}
+		pkt := b[p : p+incl]
+		p += incl
+		if len(pkt) < skip {
+			continue
+		}
+		ns := int64(frac) * 1000
+		if nano {
+			ns = int64(frac)
+		}
+		if s, ok := parseSegment(pkt[skip:], orig-skip); ok {
+			s.T = time.Unix(int64(sec), ns)
+			segs = append(segs, s)
+		}
+	}
+	return segs, nil
+}
+
+// parseSegment reads a TCP segment from an IP packet whose first bytes are
+// pkt and whose length on the wire was wireLen.
+func parseSegment(pkt []byte, wireLen int) (Segment, bool) {
+	var s Segment
+	if len(pkt) < 1 {
+		return s, false
+	}
+	var l4 []byte
+	var ipPayload int
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 || pkt[9] != 6 {
+			return s, false
+		}
+		ihl := int(pkt[0]&0xf) * 4
+		if len(pkt) < ihl+20 {
+			return s, false
+		}
+		src, _ := netip.AddrFromSlice(pkt[12:16])
+		dst, _ := netip.AddrFromSlice(pkt[16:20])
+		l4 = pkt[ihl:]
+		ipPayload = int(binary.BigEndian.Uint16(pkt[2:])) - ihl
+		s.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
+		s.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
+	case 6:
+		if len(pkt) < 60 || pkt[6] != 6 {
+			return s, false
+		}
+		src, _ := netip.AddrFromSlice(pkt[8:24])
+		dst, _ := netip.AddrFromSlice(pkt[24:40])
+		l4 = pkt[40:]
+		ipPayload = int(binary.BigEndian.Uint16(pkt[4:]))
+		s.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
+		s.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
+	default:
+		return s, false
+	}
+	s.Seq = binary.BigEndian.Uint32(l4[4:])
+	s.Ack = binary.BigEndian.Uint32(l4[8:])
+	s.Flags = l4[13]
+	s.Len = ipPayload - int(l4[12]>>4)*4
+	return s, true
+}
+
+// Conversation is the segments of one connection, in capture order.
+type Conversation struct {
+	Client, Server netip.AddrPort
+	Segs           []Segment
+}
+
+// conversations splits segments by connection, keyed by the client side
+// (the side that sent the SYN); connections whose SYN was not captured are
+// left out.
+func conversations(segs []Segment) []*Conversation {
+	byKey := map[[2]netip.AddrPort]*Conversation{}
+	var out []*Conversation
+	for _, s := range segs {
+		key := [2]netip.AddrPort{s.Src, s.Dst}
+		if c, ok := byKey[key]; ok {
+			c.Segs = append(c.Segs, s)
+			continue
+		}
+		if c, ok := byKey[[2]netip.AddrPort{s.Dst, s.Src}]; ok {
+			c.Segs = append(c.Segs, s)
+			continue
+		}
+		if s.Flags&(flagSYN|flagACK) == flagSYN {
+			c := &Conversation{Client: s.Src, Server: s.Dst, Segs: []Segment{s}}
+			byKey[key] = c
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// FromServer reports whether s was sent by the conversation's server.
+func (c *Conversation) FromServer(s Segment) bool { return s.Src == c.Server }
+
+// String is the conversation as tcpdump would print it, for failures.
+func (c *Conversation) String() string {
+	var b strings.Builder
+	for _, s := range c.Segs {
+		b.WriteString("\n  " + s.String())
+	}
+	return b.String()
+}
+
+// firstFIN returns the index of the first FIN sent by the server (server
+// true) or the client, or -1.
+func (c *Conversation) firstFIN(server bool) int {
+	for i, s := range c.Segs {
+		if s.Has(flagFIN) && c.FromServer(s) == server {
+			return i
+		}
+	}
+	return -1
+}
