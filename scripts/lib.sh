@@ -20,16 +20,27 @@ need_packages() {
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
 }
 
-# need_go puts a Go toolchain on PATH. go.mod asks for Go 1.26; a Go of 1.21
-# or later fetches that version itself (GOTOOLCHAIN=auto, from the module
-# proxy), so Debian's golang-go is enough where /usr/local/go is absent.
+# need_go puts Go 1.26 (what go.mod asks for) on PATH. Where only an older
+# Go is at hand (Debian's golang-go is installed if there is none), the
+# release is fetched as the module golang.org/toolchain through the module
+# proxy, as GOTOOLCHAIN=auto does, and made runnable.
+GO_RELEASE=go1.26.8
 need_go() {
-	export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+	export PATH="$PATH:/usr/local/go/bin"
 	if ! command -v go >/dev/null; then
 		need_packages go:golang-go
 	fi
-	export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
-	go version >/dev/null 2>&1 || die "no working Go toolchain: install Go 1.26 (https://go.dev/doc/install) and retry"
+	case "$(go env GOVERSION 2>/dev/null)" in
+	go1.2[6-9]* | go1.[3-9][0-9]*) return 0 ;;
+	esac
+	local arch mod dir
+	arch="$(go env GOARCH)"
+	mod="golang.org/toolchain@v0.0.1-$GO_RELEASE.linux-$arch"
+	echo "fetching $GO_RELEASE ($(go version) is too old)" >&2
+	dir="$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+	[ -x "$dir/bin/go" ] || { chmod -R u+w "$dir" && chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/*; } || die "could not fetch $mod"
+	export PATH="$dir/bin:$PATH" GOTOOLCHAIN=local
+	go version >/dev/null || die "no working Go toolchain: install Go 1.26 and retry"
 }
 
 # repo is the root of the checkout.

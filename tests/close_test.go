@@ -226,3 +226,33 @@ func waitState(c *net.TCPConn, timeout time.Duration, done func(uint8) bool) err
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestAbortiveClose checks the per-service abort option on the wire:
+// daytime/abort ends its connections with RST and no FIN, where plain
+// daytime sends FIN.
+func TestAbortiveClose(t *testing.T) {
+	ns := newNS(t)
+	startTund(t, ns, "--serve", "daytime,daytime:1313/abort")
+	cap := capture(t, ns, "tund0", "tcp")
+	for _, port := range []string{"13", "1313"} {
+		// nc reports the reset; its output and status do not matter here.
+		ns.Run("nc", "-d", "-w", "5", stackV4, port)
+	}
+	convs := conversations(cap.Stop())
+	if len(convs) != 2 {
+		t.Fatalf("%d connections captured, want 2", len(convs))
+	}
+	for _, c := range convs {
+		var fin, rst bool
+		for _, s := range c.Segs {
+			if c.FromServer(s) {
+				fin = fin || s.Has(flagFIN)
+				rst = rst || s.Has(flagRST)
+			}
+		}
+		abort := c.Server.Port() == 1313
+		if fin == abort || rst != abort {
+			t.Errorf("port %d: tund sent FIN %v, RST %v; want abort=%v:%s", c.Server.Port(), fin, rst, abort, c)
+		}
+	}
+}
