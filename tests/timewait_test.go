@@ -1,0 +1,94 @@
+package tests
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestTimeWaitReplayedFIN checks TIME-WAIT and --msl on the wire. tund
+// closes first (daytime) with --msl 1s, so its TIME-WAIT lasts 2 s from the
+// client's FIN. Copies of that FIN, crafted with hping3 as if the final ACK
+// had been lost, are replayed at 1 s (ACKed, and 2 x MSL starts again), at
+// 2.6 s (still inside the restarted TIME-WAIT: ACKed) and at 5.4 s (past
+// 2.6 s + 2 s: the connection is gone, no ACK). With --msl 0 there is no
+// TIME-WAIT: a FIN replayed at 0.3 s is answered with RST, not an ACK.
+func TestTimeWaitReplayedFIN(t *testing.T) {
+	for _, c := range []struct {
+		msl     string
+		offsets []time.Duration
+		acked   []bool
+	}{
+		{"1s", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
+		{"0", []time.Duration{300 * time.Millisecond}, []bool{false}},
+	} {
+		t.Run("msl "+c.msl, func(t *testing.T) { replayFINs(t, c.msl, c.offsets, c.acked) })
+	}
+}
+
+func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []bool) {
+	ns := newNS(t)
+	startTund(t, ns, "--msl", msl, "--serve", "daytime")
+	first := capture(t, ns, "tund0", "tcp port 13")
+	conn, err := ns.Dial("tcp", net.JoinHostPort(stackV4, "13"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitState(conn.(*net.TCPConn), 5*time.Second, func(s uint8) bool { return s != tcpLastAck }); err != nil {
+		t.Fatal(err)
+	}
+	convs := conversations(first.Stop())
+	if len(convs) != 1 {
+		t.Fatalf("%d connections captured, want 1", len(convs))
+	}
+	c := convs[0]
+	cf, sf := c.firstFIN(false), c.firstFIN(true)
+	if cf < 0 || sf < 0 || sf > cf {
+		t.Fatalf("want tund to close first:%s", c)
+	}
+	clientFIN, tundFIN := c.Segs[cf], c.Segs[sf]
+	t0 := clientFIN.T // tund enters TIME-WAIT when this FIN arrives
+
+	replays := capture(t, ns, "tund0", "tcp port 13")
+	for _, at := range offsets {
+		// Waiting for the moment is the scenario, not a synchronisation.
+		time.Sleep(time.Until(t0.Add(at)))
+		ns.MustRun("hping3", "-q", "-c", "1", "-k", "-s", strconv.Itoa(int(c.Client.Port())), "-p", "13",
+			"-F", "-A", "-M", fmt.Sprint(clientFIN.Seq), "-L", fmt.Sprint(tundFIN.Seq+1), "-w", "64240", stackV4)
+	}
+	segs := replays.Stop()
+
+	// Pair each replayed FIN with what tund sent before the next one.
+	var answers [][]Segment
+	for _, s := range segs {
+		switch {
+		case s.Src == c.Client && s.Has(flagFIN):
+			answers = append(answers, nil)
+		case s.Src == c.Server && len(answers) > 0:
+			answers[len(answers)-1] = append(answers[len(answers)-1], s)
+		}
+	}
+	if len(answers) != len(offsets) {
+		t.Fatalf("captured %d replayed FINs, want %d: %v", len(answers), len(offsets), segs)
+	}
+	for i, want := range wantACKed {
+		acked := false
+		for _, s := range answers[i] {
+			acked = acked || (s.PureACK() && s.Ack == clientFIN.Seq+1)
+		}
+		t.Logf("FIN replayed at %v: tund answered %v", offsets[i], answers[i])
+		if acked != want {
+			t.Errorf("FIN replayed at %v: ACKed %v, want %v (answers %v)", offsets[i], acked, want, answers[i])
+		}
+	}
+}
