@@ -1,0 +1,124 @@
+package stack
+
+import (
+	"context"
+	"io"
+	"net/netip"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// These tests play the peer by hand over a channel endpoint, segment by
+// segment, to pin close-path rules that interop tests cannot reach on
+// demand. End-to-end proof with kernel clients is in tests/.
+
+var (
+	stackAddr = tcpip.AddrFrom4([4]byte{198, 18, 0, 2})
+	peerAddr  = tcpip.AddrFrom4([4]byte{198, 18, 0, 1})
+)
+
+const (
+	peerPort = 40000
+	peerISS  = 1000
+)
+
+type peer struct {
+	t    *testing.T
+	ch   *channel.Endpoint
+	st   *Stack
+	conn *Conn
+	iss  uint32 // the stack's initial sequence number
+}
+
+// connect builds a stack with the given merge window, listens on port 7 and
+// completes a handshake from the hand-played peer.
+func connect(t *testing.T, window time.Duration) *peer {
+	t.Helper()
+	ch := channel.New(64, 1500, "")
+	st, err := New(ch, Config{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2")}, MSL: time.Second, FinWait2: time.Second, FINACKMerge: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ln, err := st.Listen(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p := &peer{t: t, ch: ch, st: st}
+	accepted := make(chan *Conn, 1)
+	go func() {
+		c, err := ln.AcceptConn()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	p.send(header.TCPFlagSyn, peerISS, 0)
+	synAck := p.next(time.Second)
+	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
+		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
+	}
+	p.iss = synAck.seq
+	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
+	p.conn = <-accepted
+	t.Cleanup(func() { p.conn.Close() })
+	return p
+}
+
+// send injects one segment from the peer.
+func (p *peer) send(flags header.TCPFlags, seq, ack uint32) {
+	const size = header.IPv4MinimumSize + header.TCPMinimumSize
+	b := make([]byte, size)
+	ip := header.IPv4(b)
+	ip.Encode(&header.IPv4Fields{TotalLength: size, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: peerAddr, DstAddr: stackAddr})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tcp := header.TCP(b[header.IPv4MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, peerAddr, stackAddr, header.TCPMinimumSize)
+	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
+	pkt.DecRef()
+}
+
+// next returns the next segment the stack sends, failing after timeout.
+func (p *peer) next(timeout time.Duration) tcpFields {
+	p.t.Helper()
+	f, ok := p.nextOrNone(timeout)
+	if !ok {
+		p.t.Fatalf("no segment from the stack within %v", timeout)
+	}
+	return f
+}
+
+// nextOrNone returns the next segment the stack sends within timeout.
+func (p *peer) nextOrNone(timeout time.Duration) (tcpFields, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	pkt := p.ch.ReadContext(ctx)
+	if pkt == nil {
+		return tcpFields{}, false
+	}
+	defer pkt.DecRef()
+	b := pkt.ToView().AsSlice()
+	f, ok := parseInbound(b, len(b)) // the stack's segment, seen from the peer
+	if !ok {
+		p.t.Fatalf("the stack sent a packet that is not TCP: %x", b)
+	}
+	return f, true
+}
+
+func (p *peer) readEOF() {
+	p.t.Helper()
+	if n, err := p.conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		p.t.Fatalf("read after the peer's FIN: %d, %v; want EOF", n, err)
+	}
+}
