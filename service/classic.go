@@ -33,6 +33,7 @@ func serveDaytime(_ context.Context, c *conn, log *slog.Logger) {
 		log.Debug("daytime write failed", "err", err)
 	}
 }
+
 // chargenPattern is one full cycle of the RFC 864 pattern: 95 lines of 72
 // printable characters, each line starting one character further on, each
 // ended by CRLF. Writing it over and over continues the pattern exactly.
