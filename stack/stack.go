@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -53,6 +54,9 @@ type Config struct {
 	// PortFINACKMerge overrides FINACKMerge for connections on the given
 	// local ports.
 	PortFINACKMerge map[uint16]time.Duration
+	// Pcap, when not nil, receives every packet that crosses the link, in
+	// pcap format, as the wire sees it (beneath the FIN/ACK merge).
+	Pcap io.Writer
 }
 
 // Stack is a gVisor network stack with one NIC on the TUN link.
@@ -70,6 +74,12 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	}
 	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 {
 		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v) or merge window (%v)", c.MSL, c.FinWait2, c.FINACKMerge)
+	}
+	if c.Pcap != nil {
+		var err error
+		if link, err = withPcap(link, c.Pcap); err != nil {
+			return nil, fmt.Errorf("stack: pcap: %w", err)
+		}
 	}
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{

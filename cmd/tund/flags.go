@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tund/tund/admin"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
 	"github.com/tund/tund/tun"
@@ -26,6 +27,8 @@ var (
 
 // options is the parsed command line of the daemon.
 type options struct {
+	admin     string
+	pcap      string
 	tun       tun.Config
 	stack     stack.Config
 	services  []service.Spec
@@ -88,6 +91,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	halfClose := fs.String("half-close", "allow", "`policy`: what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
+	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
+	fs.StringVar(&o.pcap, "pcap", "", "write every packet crossing the TUN device to `file` in pcap format (tcpdump -r, Wireshark)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {

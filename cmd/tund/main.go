@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 
+	"github.com/tund/tund/admin"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
 	"github.com/tund/tund/tun"
@@ -27,6 +29,9 @@ func main() {
 // run is main without the process: it returns the exit status. 2 is a bad
 // command line, 1 a failure to start or to run.
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "conns" {
+		return connsCommand(args[1:], os.Stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -76,16 +81,38 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if o.pcap != "" {
+		f, err := os.Create(o.pcap)
+		if err != nil {
+			return fmt.Errorf("--pcap: %w", err)
+		}
+		defer f.Close()
+		o.stack.Pcap = f
+	}
 	st, err := stack.New(link, o.stack)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	adminLn, err := listenAdmin(o.admin, log)
+	if err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(o.services))
+	errc := make(chan error, len(o.services)+1)
+	if adminLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := admin.Serve(ctx, adminLn, admin.NewHandler(st), log); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
 	for _, spec := range o.services {
 		ln, err := st.Listen(spec.Port)
 		if err != nil {
@@ -102,7 +129,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("ready", "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
+	log.Info("ready", "admin", adminAddr(adminLn), "pcap", o.pcap, "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
 		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge)
 
 	<-ctx.Done()
@@ -111,4 +138,29 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	wg.Wait()
 	close(errc)
 	return <-errc
+}
+
+// listenAdmin opens the admin address. A failure on the default address
+// (a fresh namespace has its loopback down) is logged and tund goes on
+// without the admin server; on an address the user chose it is an error.
+func listenAdmin(addr string, log *slog.Logger) (net.Listener, error) {
+	if addr == "off" || addr == "" {
+		return nil, nil
+	}
+	ln, err := admin.Listen(addr)
+	if err == nil {
+		return ln, nil
+	}
+	if addr == admin.DefaultAddr {
+		log.Warn("no admin server: the default address cannot be bound (is loopback up? ip link set lo up)", "err", err)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--admin %s: %w", addr, err)
+}
+
+func adminAddr(ln net.Listener) string {
+	if ln == nil {
+		return "off"
+	}
+	return ln.Addr().String()
 }

@@ -1,0 +1,108 @@
+// Package admin serves tund's view of itself over HTTP, on an address of
+// the host side (loopback by default), never through the TUN device:
+// /metrics for Prometheus, /conns for the live connection table, and
+// /debug/pprof for profiles.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tund/tund/stack"
+)
+
+// DefaultAddr is where the admin server listens unless told otherwise: the
+// loopback of tund's namespace, which the TUN device cannot reach (the
+// kernel drops packets for 127.0.0.0/8 that arrive on any other interface).
+const DefaultAddr = "127.0.0.1:9180"
+
+// NewHandler returns the admin endpoints for st.
+func NewHandler(st *stack.Stack) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newCollector(st),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, r *http.Request) {
+		conns := st.Conns()
+		if r.URL.Query().Get("format") == "json" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(conns)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		WriteConns(w, conns)
+	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "tund admin: /metrics /conns /conns?format=json /debug/pprof/")
+	})
+	return mux
+}
+
+// WriteConns writes a connection table in the columns of `ss -tan`.
+func WriteConns(w interface{ Write([]byte) (int, error) }, conns []stack.ConnInfo) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "State\tLocal Address:Port\tPeer Address:Port")
+	for _, c := range conns {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.State, endpoint(c.Local), endpoint(c.Remote))
+	}
+	tw.Flush()
+}
+
+// Listen opens the admin address.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve serves h on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
+}
+
+// endpoint prints an address as ss does: "*" for an unspecified address or
+// port, as a listener has.
+func endpoint(a netip.AddrPort) string {
+	host, port := "*", "*"
+	if a.Addr().IsValid() && !a.Addr().IsUnspecified() {
+		host = a.Addr().String()
+		if a.Addr().Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	if a.Port() != 0 {
+		port = strconv.Itoa(int(a.Port()))
+	}
+	return host + ":" + port
+}

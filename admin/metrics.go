@@ -1,0 +1,78 @@
+package admin
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/tund/tund/stack"
+)
+
+// states are the RFC 9293 states the connection gauge always reports, so
+// that a state with no connection reads 0 rather than vanishing.
+var states = []string{"LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2",
+	"CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT", "CLOSED"}
+
+// collector reads the stack's counters at scrape time: nothing is counted
+// twice and the data path pays nothing for metrics.
+type collector struct {
+	st       *stack.Stack
+	conns    *prometheus.Desc
+	merge    *prometheus.Desc
+	counters []counter
+}
+
+type counter struct {
+	desc  *prometheus.Desc
+	value func(*tcpip.TCPStats) uint64
+}
+
+func newCollector(st *stack.Stack) *collector {
+	c := &collector{
+		st:    st,
+		conns: prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
+		merge: prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
+	}
+	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
+		c.counters = append(c.counters, counter{prometheus.NewDesc(name, help, nil, nil), v})
+	}
+	add("tund_tcp_passive_opens_total", "Connections accepted.", func(s *tcpip.TCPStats) uint64 { return s.PassiveConnectionOpenings.Value() })
+	add("tund_tcp_active_opens_total", "Connections opened by tund.", func(s *tcpip.TCPStats) uint64 { return s.ActiveConnectionOpenings.Value() })
+	add("tund_tcp_established_closed_total", "Established connections that closed.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedClosed.Value() })
+	add("tund_tcp_established_resets_total", "Established or CLOSE-WAIT connections that went to CLOSED by a reset.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedResets.Value() })
+	add("tund_tcp_established_timedout_total", "Connections dropped after retransmission or keepalive gave up.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedTimedout.Value() })
+	add("tund_tcp_resets_sent_total", "RST segments sent.", func(s *tcpip.TCPStats) uint64 { return s.ResetsSent.Value() })
+	add("tund_tcp_resets_received_total", "RST segments received.", func(s *tcpip.TCPStats) uint64 { return s.ResetsReceived.Value() })
+	add("tund_tcp_retransmits_total", "Segments retransmitted, FINs included.", func(s *tcpip.TCPStats) uint64 { return s.Retransmits.Value() })
+	add("tund_tcp_timeouts_total", "Retransmission timeouts.", func(s *tcpip.TCPStats) uint64 { return s.Timeouts.Value() })
+	add("tund_tcp_segments_sent_total", "Segments sent.", func(s *tcpip.TCPStats) uint64 { return s.SegmentsSent.Value() })
+	add("tund_tcp_segments_received_total", "Valid segments received.", func(s *tcpip.TCPStats) uint64 { return s.ValidSegmentsReceived.Value() })
+	add("tund_tcp_invalid_segments_received_total", "Segments dropped as invalid (bad header or checksum).", func(s *tcpip.TCPStats) uint64 { return s.InvalidSegmentsReceived.Value() })
+	add("tund_tcp_listen_overflow_syn_drop_total", "SYNs dropped because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynDrop.Value() })
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.conns
+	ch <- c.merge
+	for _, k := range c.counters {
+		ch <- k.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.st.StateCounts()
+	for _, s := range states {
+		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(counts[s]), s)
+	}
+	m := c.st.MergeStats()
+	for outcome, v := range map[string]uint64{
+		"merged": m.Merged.Load(), "carried": m.Carried.Load(),
+		"released": m.Released.Load(), "flushed": m.Flushed.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(c.merge, prometheus.CounterValue, float64(v), outcome)
+	}
+	stats := c.st.GVisor().Stats().TCP
+	for _, k := range c.counters {
+		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(k.value(&stats)))
+	}
+}

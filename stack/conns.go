@@ -1,0 +1,81 @@
+package stack
+
+import (
+	"net/netip"
+	"slices"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// ConnInfo is one TCP endpoint of the stack, as `ss -tan` shows it.
+type ConnInfo struct {
+	State  string         `json:"state"`
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+}
+
+// Conns lists the stack's TCP endpoints, listeners and TIME-WAIT included,
+// sorted by state, then local and remote address. It takes each endpoint's
+// lock briefly: it is for inspection, not for the data path.
+func (s *Stack) Conns() []ConnInfo {
+	var out []ConnInfo
+	for _, tep := range s.endpoints() {
+		c := ConnInfo{State: StateName(tep.EndpointState())}
+		if a, err := tep.GetLocalAddress(); err == nil {
+			c.Local = addrPort(a.Addr, a.Port)
+		}
+		if a, err := tep.GetRemoteAddress(); err == nil {
+			c.Remote = addrPort(a.Addr, a.Port)
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b ConnInfo) int {
+		if a.State != b.State {
+			if a.State < b.State {
+				return -1
+			}
+			return 1
+		}
+		if c := a.Local.Compare(b.Local); c != 0 {
+			return c
+		}
+		return a.Remote.Compare(b.Remote)
+	})
+	return out
+}
+
+// StateCounts counts the stack's TCP endpoints by RFC 9293 state. It reads
+// states without locks.
+func (s *Stack) StateCounts() map[string]int {
+	counts := map[string]int{}
+	for _, tep := range s.endpoints() {
+		counts[StateName(tep.EndpointState())]++
+	}
+	return counts
+}
+
+// endpoints returns each TCP endpoint once: a dual-stack listener is
+// registered for IPv4 and for IPv6.
+func (s *Stack) endpoints() []*tcp.Endpoint {
+	eps := s.s.RegisteredEndpoints()
+	seen := make(map[*tcp.Endpoint]bool, len(eps))
+	out := make([]*tcp.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		if tep, ok := ep.(*tcp.Endpoint); ok && !seen[tep] {
+			seen[tep] = true
+			out = append(out, tep)
+		}
+	}
+	return out
+}
+
+// addrPort converts a gVisor address; an unbound one (a dual-stack
+// listener's) becomes [::].
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, ok := netip.AddrFromSlice(a.AsSlice())
+	if !ok {
+		ip = netip.IPv6Unspecified()
+	}
+	return netip.AddrPortFrom(ip.Unmap(), port)
+}
