@@ -10,17 +10,23 @@ import (
 // serveEcho sends back whatever arrives (RFC 862). When the peer ends its
 // direction, the echo of everything it sent has been written; then the
 // connection is closed.
-func serveEcho(_ context.Context, c *conn, log *slog.Logger) {
+func serveEcho(ctx context.Context, c *conn, log *slog.Logger) {
 	defer c.finish()
 	n, err := io.Copy(c, c)
+	if err == nil {
+		c.afterEOF(ctx)
+	}
 	log.Debug("echo done", "bytes", n, "err", err)
 }
 
 // serveDiscard reads and drops everything until the peer ends its direction
 // (RFC 863), then closes.
-func serveDiscard(_ context.Context, c *conn, log *slog.Logger) {
+func serveDiscard(ctx context.Context, c *conn, log *slog.Logger) {
 	defer c.finish()
 	n, err := io.Copy(io.Discard, c)
+	if err == nil {
+		c.afterEOF(ctx)
+	}
 	log.Debug("discard done", "bytes", n, "err", err)
 }
 

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -57,6 +58,10 @@ type Options struct {
 	// FINACKMerge, when not nil, overrides the stack's FIN/ACK merge
 	// window for the service's port.
 	FINACKMerge *time.Duration
+	// CloseDelay keeps echo and discard in CLOSE-WAIT this long after the
+	// peer's FIN before they close: a slow application, as the peer sees
+	// it from FIN-WAIT-2.
+	CloseDelay time.Duration
 }
 
 func (o Options) String() string {
@@ -70,6 +75,9 @@ func (o Options) String() string {
 	}
 	if o.FINACKMerge != nil {
 		parts = append(parts, "fin-ack-merge="+o.FINACKMerge.String())
+	}
+	if o.CloseDelay > 0 {
+		parts = append(parts, "close-delay="+o.CloseDelay.String())
 	}
 	return strings.Join(parts, "/")
 }
@@ -99,6 +107,20 @@ func (c *conn) peerClosed() bool {
 		c.mu.Unlock()
 	}
 	return false
+}
+
+// afterEOF waits out the close delay, if any, once the peer's FIN has
+// arrived; ctx ending (tund stopping) cuts it short.
+func (c *conn) afterEOF(ctx context.Context) {
+	if c.opts.CloseDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(c.opts.CloseDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // finish ends the connection the way the options say: FIN, or RST.

@@ -62,6 +62,7 @@ func Names() []string {
 //	abort                             end connections with RST, not FIN
 //	fin-wait2=DURATION                FIN-WAIT-2 timeout of its connections
 //	fin-ack-merge=DURATION            FIN/ACK merge window of its port
+//	close-delay=DURATION              echo, discard: stay in CLOSE-WAIT this long
 func ParseList(list string, defaults Options) ([]Spec, error) {
 	var specs []Spec
 	ports := map[uint16]string{}
@@ -91,7 +92,10 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", name, err)
 		}
-		if name == "http" && (opts.Abort || opts.FinWait2 > 0 || strings.Contains(optText, "half-close")) {
+		if opts.CloseDelay > 0 && name != "echo" && name != "discard" {
+			return nil, fmt.Errorf("service %q: close-delay applies to echo and discard only", name)
+		}
+		if name == "http" && (opts.Abort || opts.FinWait2 > 0 || opts.CloseDelay > 0 || strings.Contains(optText, "half-close")) {
 			// net/http owns its connections' close; these options would be
 			// silently ignored. The merge window, which lives in the
 			// stack, applies.
@@ -136,8 +140,14 @@ func parseOptions(text string, o Options) (Options, error) {
 				return o, fmt.Errorf("fin-ack-merge=%q: want a duration, 0 to never merge", value)
 			}
 			o.FINACKMerge = &d
+		case "close-delay":
+			d, err := time.ParseDuration(value)
+			if err != nil || d < 0 {
+				return o, fmt.Errorf("close-delay=%q: want a duration", value)
+			}
+			o.CloseDelay = d
 		default:
-			return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=)", opt)
+			return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=, close-delay=)", opt)
 		}
 	}
 	return o, nil

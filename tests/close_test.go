@@ -256,3 +256,45 @@ func TestAbortiveClose(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeWindowBeyondRTO shows the cost of a merge window longer than
+// the peer's retransmission timeout (200 ms at least on Linux): discard
+// stays in CLOSE-WAIT for 1 s (close-delay), so no FIN of tund's comes to
+// carry the ACK. With a 300 ms window the kernel client retransmits its FIN
+// before the ACK comes, tund sends the held ACK at once on that
+// retransmission, and counts it as flushed; with 40 ms the ACK goes out
+// alone at the end of the window, before any retransmission (released).
+func TestMergeWindowBeyondRTO(t *testing.T) {
+	for _, c := range []struct {
+		window     string
+		clientFINs int
+		outcome    string
+	}{{"300ms", 2, "flushed"}, {"40ms", 1, "released"}} {
+		t.Run(c.window, func(t *testing.T) {
+			ns := newNS(t)
+			startTund(t, ns, "--serve", "discard/close-delay=1s/fin-ack-merge="+c.window)
+			cap := capture(t, ns, "tund0", "tcp")
+			// No data before the FIN: with data still unacknowledged the
+			// peer's tail loss probe (RFC 8985) would retransmit after
+			// about two RTTs, long before any RTO.
+			ns.MustRun("sh", "-c", fmt.Sprintf("nc -N %s 9 </dev/null", stackV4))
+			convs := conversations(cap.Stop())
+			if len(convs) != 1 {
+				t.Fatalf("%d connections captured, want 1", len(convs))
+			}
+			conv := convs[0]
+			fins := 0
+			for _, s := range conv.Segs {
+				if !conv.FromServer(s) && s.Has(flagFIN) {
+					fins++
+				}
+			}
+			if fins != c.clientFINs {
+				t.Errorf("the client sent its FIN %d times, want %d:%s", fins, c.clientFINs, conv)
+			}
+			if v := metric(t, ns, `tund_fin_ack_merge_total{outcome="`+c.outcome+`"}`); v != 1 {
+				t.Errorf("tund_fin_ack_merge_total{outcome=%q} = %v, want 1", c.outcome, v)
+			}
+		})
+	}
+}

@@ -791,9 +791,9 @@ func (g *hostileGen) tcp4(b []byte, src, dst [4]byte, doff int) []byte {
 	return b
 }
 
-func (g *hostileGen) badOffset(true_ int) int {
-	if true_ < 15 && g.chance(2) {
-		return true_ + 1 + g.r.IntN(15-true_)
+func (g *hostileGen) badOffset(hdr int) int {
+	if hdr < 15 && g.chance(2) {
+		return hdr + 1 + g.r.IntN(15-hdr)
 	}
 	return g.r.IntN(5)
 }
@@ -985,7 +985,7 @@ func (g *hostileGen) badIP4(b []byte) []byte {
 		ihl := 6 + g.r.IntN(10)
 		b[0] = 0x40 | byte(ihl)
 		if g.chance(2) {
-			b = b[:20+g.r.IntN(ihl*4-20)]
+			b = b[:min(len(b), 20+g.r.IntN(ihl*4-20))]
 		}
 		reck4(b, ihl*4)
 	case 2: // total length shorter than the header, zero or absurd
@@ -1076,20 +1076,21 @@ func (g *hostileGen) icmp4(b []byte) []byte {
 			b = g.junk(b, 4)
 		}
 		proto := []byte{6, 6, 17, 1}[g.r.IntN(4)]
-		inner := g.ip4(b[len(b):], proto, hStack4, src, 0x4000)
-		il := len(inner)
-		inner = append(inner, 0, byte([]int{7, 80, 19}[g.r.IntN(3)]))
-		inner = binary.BigEndian.AppendUint16(inner, g.sport())
-		inner = g.junk(inner, 4+g.size(40))
+		is := len(b)
+		b = g.ip4(b, proto, hStack4, src, 0x4000)
+		il := len(b) - is
+		b = append(b, 0, byte([]int{7, 80, 19}[g.r.IntN(3)]))
+		b = binary.BigEndian.AppendUint16(b, g.sport())
+		b = g.junk(b, 4+g.size(40))
+		inner := b[is:]
 		fin4(inner)
 		if g.chance(4) { // claims more than it quotes
 			binary.BigEndian.PutUint16(inner[2:], uint16(il+20+g.r.IntN(1400)))
 			reck4(inner, il)
 		}
 		if g.chance(8) { // cut short
-			inner = inner[:g.r.IntN(len(inner))]
+			b = b[:is+g.r.IntN(len(inner))]
 		}
-		b = b[:len(b)+len(inner)]
 	case 8, 0, 13, 14, 15, 16, 17, 18: // echo and the obsolete queries
 		b = g.junk(b, 4+g.size(hostileMTU-ihl-8))
 	default:
@@ -1180,25 +1181,29 @@ func (g *hostileGen) ext6(b []byte) []byte {
 		fin6(b)
 	case 1: // a chain of extension headers, garbage or not
 		b = g.ip6(b, 0, src, dst)
-		nhAt := 6
+		nhAt := 6 // where the next header field to fill is
+		terminal := false
 	chain:
 		for range 1 + g.r.IntN(5) {
 			nh := hExtTypes[g.r.IntN(len(hExtTypes))]
 			b[nhAt] = nh
-			nhAt = len(b)
 			switch nh {
 			case 44: // fragment
+				nhAt = len(b)
 				b = append(b, 0, 0)
 				b = binary.BigEndian.AppendUint16(b, uint16(g.fragOffset())<<3|uint16(g.r.IntN(8)))
 				b = binary.BigEndian.AppendUint32(b, g.frag6ID[g.r.IntN(len(g.frag6ID))])
 			case 51: // authentication header
+				nhAt = len(b)
 				l := g.r.IntN(6)
 				b = append(b, 0, byte(l))
 				b = g.junk(b, 4*(l+2)-2)
 			case 50, 59, 4, 41, 255: // no next header we follow: garbage
 				b = g.junk(b, g.size(200))
+				terminal = true
 				break chain
 			default: // options, routing and the rest: TLVs in 8-octet units
+				nhAt = len(b)
 				l := g.r.IntN(4)
 				if g.chance(10) {
 					l = 255 // past the packet
@@ -1207,7 +1212,7 @@ func (g *hostileGen) ext6(b []byte) []byte {
 				b = g.tlvs(b, 6+8*min(l, 3))
 			}
 		}
-		if nhAt < len(b) || nhAt == 6 {
+		if !terminal {
 			upper := []byte{6, 6, 17, 58, 59, hOtherProto(byte(g.r.Uint32()))}[g.r.IntN(6)]
 			b[nhAt] = upper
 			switch upper {
@@ -1377,7 +1382,8 @@ func (g *hostileGen) random(b []byte) []byte {
 // confine keeps the packets whose bytes are partly random under the rules
 // the others follow by construction: an IP destination inside 198.18.0.0/15
 // or 2001:2::/48, and a TCP or UDP source port in hostilePortMin..Max. It
-// reports whether it changed anything; for a built packet it never does.
+// reports whether it changed anything: only random bytes and IPv4 packets
+// relabelled as IPv6 can need it.
 func confine(p []byte) bool {
 	if len(p) == 0 {
 		return false
