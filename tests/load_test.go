@@ -44,22 +44,23 @@ func TestLoad(t *testing.T) {
 	td := startTund(t, ns)
 	url := "http://" + stackV4 + "/"
 
-	t.Run("wrk keep-alive c100", func(t *testing.T) {
-		out := ns.MustRun("wrk", "-t2", "-c100", "-d5s", "--timeout", "5s", url)
-		s := parseWrk(t, out)
-		t.Logf("wrk -c100 keep-alive: %d requests in 5 s", s.requests)
-		if s.requests < 1000 || s.socketErrors != "" || s.non2xx != 0 {
-			t.Errorf("wrk -c100: %d requests, %q, %d non-2xx:\n%s", s.requests, s.socketErrors, s.non2xx, out)
-		}
-	})
-	t.Run("wrk connection-close c50", func(t *testing.T) {
-		out := ns.MustRun("wrk", "-t2", "-c50", "-d5s", "--timeout", "5s", "-H", "Connection: close", url)
-		s := parseWrk(t, out)
-		t.Logf("wrk -c50 Connection: close: %d requests in 5 s", s.requests)
-		if s.requests < 1000 || s.socketErrors != "" || s.non2xx != 0 {
-			t.Errorf("wrk -c50 close: %d requests, %q, %d non-2xx:\n%s", s.requests, s.socketErrors, s.non2xx, out)
-		}
-	})
+	for _, w := range []struct {
+		name string
+		args []string
+	}{
+		{"wrk keep-alive c100", []string{"-c100"}},
+		{"wrk connection-close c50", []string{"-c50", "-H", "Connection: close"}},
+	} {
+		t.Run(w.name, func(t *testing.T) {
+			args := append([]string{"-t2", "-d5s", "--timeout", "5s"}, w.args...)
+			out := ns.MustRun("wrk", append(args, url)...)
+			s := parseWrk(t, out)
+			t.Logf("%s: %d requests in 5 s", w.name, s.requests)
+			if s.requests < 1000 || s.socketErrors != "" || s.non2xx != 0 {
+				t.Errorf("%s: %d requests, %q, %d non-2xx:\n%s", w.name, s.requests, s.socketErrors, s.non2xx, out)
+			}
+		})
+	}
 	t.Run("ab n5000 c20", func(t *testing.T) {
 		out := ns.MustRun("ab", "-q", "-n", "5000", "-c", "20", "-s", "10", url)
 		for _, want := range []string{"Complete requests:      5000", "Failed requests:        0"} {
