@@ -41,6 +41,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(stderr, o)
+	stack.SetLogger(log)
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	if err := daemon(ctx, o, log); err != nil {
