@@ -54,6 +54,10 @@ type Config struct {
 	// PortFINACKMerge overrides FINACKMerge for connections on the given
 	// local ports.
 	PortFINACKMerge map[uint16]time.Duration
+	// TimeWaitRSTCloses makes an RST received in TIME-WAIT close the
+	// connection (RFC 9293 §3.10.7.4, Linux's default); otherwise it is
+	// ignored (RFC 1337), which is gVisor's behaviour.
+	TimeWaitRSTCloses bool
 	// Pcap, when not nil, receives every packet that crosses the link, in
 	// pcap format, as the wire sees it (beneath the FIN/ACK merge).
 	Pcap io.Writer
@@ -130,6 +134,7 @@ func setTCPOptions(s *gstack.Stack, c Config) error {
 		ptr(tcpip.CongestionControlOption("cubic")),
 		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
 		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
+		ptr(tcpip.TCPTimeWaitRSTOption(c.TimeWaitRSTCloses)),
 	}
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {

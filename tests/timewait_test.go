@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -63,7 +66,7 @@ func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []b
 	for _, at := range offsets {
 		// Waiting for the moment is the scenario, not a synchronisation.
 		time.Sleep(time.Until(t0.Add(at)))
-		ns.MustRun("hping3", "-q", "-c", "1", "-k", "-s", strconv.Itoa(int(c.Client.Port())), "-p", "13",
+		hping(t, ns, "-k", "-s", strconv.Itoa(int(c.Client.Port())), "-p", "13",
 			"-F", "-A", "-M", fmt.Sprint(clientFIN.Seq), "-L", fmt.Sprint(tundFIN.Seq+1), "-w", "64240", stackV4)
 	}
 	segs := replays.Stop()
@@ -90,5 +93,78 @@ func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []b
 		if acked != want {
 			t.Errorf("FIN replayed at %v: ACKed %v, want %v (answers %v)", offsets[i], acked, want, answers[i])
 		}
+	}
+}
+
+// TestTimeWaitRST checks --time-wait-rst on the wire. tund closes first
+// (daytime) and sits in TIME-WAIT; hping3 sends an RST at RCV.NXT from the
+// client's port, then a copy of the client's FIN. With ignore (RFC 1337)
+// the connection stays in TIME-WAIT and the FIN is ACKed; with close (RFC
+// 9293, Linux's default) the RST ends it and the FIN draws a RST.
+func TestTimeWaitRST(t *testing.T) {
+	for _, c := range []struct {
+		policy string
+		acked  bool
+	}{{"ignore", true}, {"close", false}} {
+		t.Run(c.policy, func(t *testing.T) {
+			ns := newNS(t)
+			startTund(t, ns, "--time-wait-rst", c.policy, "--serve", "daytime")
+			first := capture(t, ns, "tund0", "tcp port 13")
+			conn, err := ns.Dial("tcp", net.JoinHostPort(stackV4, "13"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			io.ReadAll(conn)
+			conn.(*net.TCPConn).CloseWrite()
+			if err := waitState(conn.(*net.TCPConn), 5*time.Second, func(s uint8) bool { return s != tcpLastAck }); err != nil {
+				t.Fatal(err)
+			}
+			client := localAddr(conn)
+			awaitState(t, ns, client, "TIME-WAIT")
+			convs := conversations(first.Stop())
+			conv := convs[0]
+			clientFIN, tundFIN := conv.Segs[conv.firstFIN(false)], conv.Segs[conv.firstFIN(true)]
+
+			replay := capture(t, ns, "tund0", "tcp port 13")
+			port := strconv.Itoa(int(client.Port()))
+			hping(t, ns, "-k", "-s", port, "-p", "13", "-R", "-M", fmt.Sprint(clientFIN.Seq+1), stackV4)
+			if c.policy == "close" {
+				awaitState(t, ns, client, "")
+			}
+			hping(t, ns, "-k", "-s", port, "-p", "13", "-F", "-A",
+				"-M", fmt.Sprint(clientFIN.Seq), "-L", fmt.Sprint(tundFIN.Seq+1), "-w", "64240", stackV4)
+			segs := replay.Stop()
+			acked, reset, sentRST := false, false, false
+			for _, s := range segs {
+				sentRST = sentRST || (s.Src == client && s.Has(flagRST))
+				if s.Src.Port() == 13 {
+					acked = acked || (s.PureACK() && s.Ack == clientFIN.Seq+1)
+					reset = reset || s.Has(flagRST)
+				}
+			}
+			if !sentRST {
+				t.Fatalf("the crafted RST is not in the capture: %v", segs)
+			}
+			t.Logf("--time-wait-rst %s: replayed FIN after the RST ACKed %v, reset %v", c.policy, acked, reset)
+			if acked != c.acked || reset == c.acked {
+				t.Errorf("replayed FIN after the RST: ACKed %v, RST %v; want ACKed %v:\n%v", acked, reset, c.acked, segs)
+			}
+			if got := connState(t, ns, client); (got == "TIME-WAIT") != c.acked {
+				t.Errorf("tund's side after the RST: %q", got)
+			}
+		})
+	}
+}
+
+// hping sends one crafted segment with hping3 from ns. hping3 exits 1 when
+// nothing answers, which is a result here, not a failure: the capture
+// judges what tund did.
+func hping(t *testing.T, ns *NS, args ...string) {
+	t.Helper()
+	out, err := ns.Command(context.Background(), "hping3", append([]string{"-q", "-c", "1"}, args...)...).CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		t.Fatalf("hping3 %v: %v\n%s", args, err, out)
 	}
 }

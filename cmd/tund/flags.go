@@ -89,6 +89,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		";\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
 	halfClose := fs.String("half-close", "allow", "`policy`: what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
+	twRST := fs.String("time-wait-rst", "ignore", "`what` an RST does to a connection in TIME-WAIT: ignore (RFC 1337, gVisor) or close\n(RFC 9293 and Linux's default: TIME-WAIT ends early)")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
@@ -142,6 +143,13 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("--fin-wait2 must not be negative")
 	}
 	var err error
+	switch *twRST {
+	case "ignore":
+	case "close":
+		o.stack.TimeWaitRSTCloses = true
+	default:
+		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
+	}
 	var defaults service.Options
 	if defaults.HalfClose, err = service.ParseHalfClose(*halfClose); err != nil {
 		return nil, fmt.Errorf("--half-close: %w", err)

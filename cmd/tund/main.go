@@ -131,7 +131,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		}()
 	}
 	log.Info("ready", "admin", adminAddr(adminLn), "pcap", o.pcap, "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
-		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge)
+		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge, "time_wait_rst_closes", o.stack.TimeWaitRSTCloses)
 
 	<-ctx.Done()
 	log.Info("stopping")

@@ -1444,6 +1444,16 @@ type OriginalDestinationOption FullAddress
 
 func (*OriginalDestinationOption) isGettableSocketOption() {}
 
+// TCPTimeWaitRSTOption chooses what a RST does to a connection in
+// TIME-WAIT (tund patch 0003): false, the default, ignores it (RFC 1337,
+// "TIME-WAIT assassination" hazards); true closes the connection, as
+// RFC 9293 §3.10.7.4 and Linux (net.ipv4.tcp_rfc1337 = 0) do.
+type TCPTimeWaitRSTOption bool
+
+func (*TCPTimeWaitRSTOption) isGettableTransportProtocolOption() {}
+
+func (*TCPTimeWaitRSTOption) isSettableTransportProtocolOption() {}
+
 // TCPTimeWaitReuseOption is used stack.(*Stack).TransportProtocolOption to
 // specify if the stack can reuse the port bound by an endpoint in TIME-WAIT for
 // new connections when it is safe from protocol viewpoint.

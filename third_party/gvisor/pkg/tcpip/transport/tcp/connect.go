@@ -1507,13 +1507,17 @@ func (e *Endpoint) handshakeFailed(err tcpip.Error) {
 // state.
 // +checklocks:e.mu
 // +checklocksexclude:e.segmentQueue.mu
-func (e *Endpoint) handleTimeWaitSegments() (extendTimeWait bool, reuseTW func()) {
+func (e *Endpoint) handleTimeWaitSegments() (extendTimeWait bool, reuseTW func(), closeTW bool) {
 	for i := 0; i < maxSegmentsPerWake; i++ {
 		s := e.segmentQueue.dequeue()
 		if s == nil {
 			break
 		}
-		extTW, newSyn := e.rcv.handleTimeWaitSegment(s)
+		extTW, newSyn, closeNow := e.rcv.handleTimeWaitSegment(s)
+		if closeNow {
+			s.DecRef()
+			return false, nil, true
+		}
 		if newSyn {
 			info := e.TransportEndpointInfo
 			newID := info.ID
@@ -1539,7 +1543,7 @@ func (e *Endpoint) handleTimeWaitSegments() (extendTimeWait bool, reuseTW func()
 						}
 						// We explicitly do not DecRef the segment as it's still valid and
 						// being reflected to a listening endpoint.
-						return false, reuseTW
+						return false, reuseTW, false
 					}
 				}
 			}
@@ -1549,7 +1553,17 @@ func (e *Endpoint) handleTimeWaitSegments() (extendTimeWait bool, reuseTW func()
 		}
 		s.DecRef()
 	}
-	return extendTimeWait, nil
+	return extendTimeWait, nil, false
+}
+
+// timeWaitRSTCloses reports whether an RST closes a connection in
+// TIME-WAIT (tund patch 0003).
+func (e *Endpoint) timeWaitRSTCloses() bool {
+	var v tcpip.TCPTimeWaitRSTOption
+	if err := e.stack.TransportProtocolOption(ProtocolNumber, &v); err != nil {
+		return false
+	}
+	return bool(v)
 }
 
 // +checklocks:e.mu

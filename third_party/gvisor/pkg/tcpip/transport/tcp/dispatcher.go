@@ -262,7 +262,15 @@ func handleTimeWait(ep *Endpoint) {
 		return
 	}
 
-	extendTimeWait, reuseTW := ep.handleTimeWaitSegments()
+	extendTimeWait, reuseTW, closeTW := ep.handleTimeWaitSegments()
+	if closeTW {
+		// An RST ended TIME-WAIT early (tund patch 0003).
+		ep.transitionToStateCloseLocked()
+		ep.mu.Unlock()
+		ep.drainClosingSegmentQueue()
+		ep.waiterQueue.Notify(waiter.EventHUp | waiter.EventErr | waiter.ReadableEvents | waiter.WritableEvents)
+		return
+	}
 	if reuseTW != nil {
 		ep.transitionToStateCloseLocked()
 		ep.mu.Unlock()

@@ -116,6 +116,8 @@ type protocol struct {
 	// +checklocks:mu
 	timeWaitReuse tcpip.TCPTimeWaitReuseOption
 	// +checklocks:mu
+	timeWaitRST tcpip.TCPTimeWaitRSTOption
+	// +checklocks:mu
 	minRTO time.Duration
 	// +checklocks:mu
 	maxRTO time.Duration
@@ -356,6 +358,12 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		p.mu.Unlock()
 		return nil
 
+	case *tcpip.TCPTimeWaitRSTOption:
+		p.mu.Lock()
+		p.timeWaitRST = *v
+		p.mu.Unlock()
+		return nil
+
 	case *tcpip.TCPTimeWaitReuseOption:
 		if *v < tcpip.TCPTimeWaitReuseDisabled || *v > tcpip.TCPTimeWaitReuseLoopbackOnly {
 			return &tcpip.ErrInvalidOptionValue{}
@@ -483,6 +491,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPTimeWaitReuseOption:
 		p.mu.RLock()
 		*v = p.timeWaitReuse
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPTimeWaitRSTOption:
+		p.mu.RLock()
+		*v = p.timeWaitRST
 		p.mu.RUnlock()
 		return nil
 

@@ -572,7 +572,10 @@ func (r *receiver) handleRcvdSegment(s *segment) (drop bool, err tcpip.Error) {
 // handleTimeWaitSegment handles inbound segments received when the endpoint
 // has entered the TIME_WAIT state.
 // +checklocks:r.ep.mu
-func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn bool) {
+//
+// closeNow (tund patch 0003) reports an in-window RST that is to close the
+// connection, when the stack honours RSTs in TIME-WAIT.
+func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn bool, closeNow bool) {
 	segSeq := s.sequenceNumber
 	segLen := seqnum.Size(s.payloadSize())
 
@@ -587,7 +590,10 @@ func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn
 	// As we do not yet support PAWS, we are being conservative in ignoring
 	// RSTs by default.
 	if s.flags.Contains(header.TCPFlagRst) {
-		return false, false
+		// Unless the stack was told to honour them (RFC 9293
+		// §3.10.7.4, Linux's default): then an RST at exactly RCV.NXT
+		// (RFC 5961 §3.2) closes the connection.
+		return false, false, segSeq == r.RcvNxt && r.ep.timeWaitRSTCloses()
 	}
 
 	// If it's a SYN and the sequence number is higher than any seen before
@@ -607,12 +613,12 @@ func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn
 	//    (2) returns to TIME-WAIT state if the SYN turns out
 	//      to be an old duplicate".
 	if s.flags.Contains(header.TCPFlagSyn) && r.RcvNxt.LessThan(segSeq) {
-		return false, true
+		return false, true, false
 	}
 
 	// Drop the segment if it does not contain an ACK.
 	if !s.flags.Contains(header.TCPFlagAck) {
-		return false, false
+		return false, false, false
 	}
 
 	// Update Timestamp if required. See RFC7323, section-4.3.
@@ -624,7 +630,7 @@ func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn
 		// If it's a FIN-ACK then resetTimeWait and send an ACK, as it
 		// indicates our final ACK could have been lost.
 		r.ep.snd.sendAck()
-		return true, false
+		return true, false, false
 	}
 
 	// If the sequence number range is outside the acceptable range or
@@ -635,5 +641,5 @@ func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn
 	if segSeq != r.RcvNxt || segLen != 0 {
 		r.ep.snd.sendAck()
 	}
-	return false, false
+	return false, false, false
 }
