@@ -121,9 +121,10 @@ func TestHalfClosePolicy(t *testing.T) {
 			if gap < c.min || gap > c.max {
 				t.Errorf("tund's FIN came %v after the client's, want within [%v, %v]", gap, c.min, c.max)
 			}
-			for _, s := range conv.Segs {
+			for i, s := range conv.Segs {
 				if s.Has(flagRST) && conv.FromServer(s) {
-					t.Errorf("tund sent RST where a graceful close is due: %v", s)
+					tail := &Conversation{Client: conv.Client, Server: conv.Server, Segs: conv.Segs[max(0, i-12) : i+1]}
+					t.Errorf("tund sent RST where a graceful close is due; the segments before it:%s", tail)
 				}
 			}
 		})

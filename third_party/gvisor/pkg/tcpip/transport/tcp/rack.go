@@ -176,6 +176,9 @@ func (s *sender) shouldSchedulePTO() bool {
 //
 // +checklocks:s.ep.mu
 // +checklocksexclude:s.rtt.rttMutex
+// minPTO is the least probe timeout (tund patch 0004).
+const minPTO = 10 * time.Millisecond
+
 func (s *sender) schedulePTO() {
 	pto := time.Second
 	s.rtt.Lock()
@@ -184,6 +187,11 @@ func (s *sender) schedulePTO() {
 		if s.Outstanding == 1 {
 			pto += wcDelayedACKTimeout
 		}
+		// tund patch 0004: a floor, as Linux has (2*SRTT plus two
+		// jiffies in tcp_schedule_loss_probe). On a local link SRTT is
+		// tens of microseconds, and a probe due that soon fires before
+		// the stack has processed an ACK that already arrived.
+		pto = max(pto, minPTO)
 	}
 	s.rtt.Unlock()
 
