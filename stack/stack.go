@@ -65,9 +65,10 @@ type Config struct {
 
 // Stack is a gVisor network stack with one NIC on the TUN link.
 type Stack struct {
-	s     *gstack.Stack
-	addrs []netip.Addr
-	merge *mergeEndpoint
+	s      *gstack.Stack
+	addrs  []netip.Addr
+	merge  *mergeEndpoint
+	closes *closeLog
 }
 
 // New builds a stack with IPv4, IPv6, ICMP (echo answered by the network
@@ -85,6 +86,12 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 			return nil, fmt.Errorf("stack: pcap: %w", err)
 		}
 	}
+	// The tracer sits right above the device, beneath the merge: it records
+	// what the wire sees. A close is followed for as long as any of its
+	// timers may run, plus a margin.
+	closes := newCloseLog()
+	linger := max(c.FinWait2, 2*c.MSL, DefaultFinWait2) + 10*time.Second
+	link = newTracer(link, linger, closes.add)
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -121,7 +128,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, closes: closes}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
