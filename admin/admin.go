@@ -50,12 +50,42 @@ func NewHandler(st *stack.Stack) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		WriteConns(w, conns)
 	})
+	mux.HandleFunc("GET /closes", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") == "" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(st.Closes())
+			return
+		}
+		// A stream of JSON lines, one per close as it ends.
+		ch, stop := st.SubscribeCloses()
+		defer stop()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		flusher, _ := w.(http.Flusher)
+		if flusher != nil {
+			flusher.Flush()
+		}
+		enc := json.NewEncoder(w)
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case c := <-ch:
+				if enc.Encode(c) != nil {
+					return
+				}
+				if flusher != nil {
+					flusher.Flush()
+				}
+			}
+		}
+	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "tund admin: /metrics /conns /conns?format=json /debug/pprof/")
+		fmt.Fprintln(w, "tund admin: /metrics /conns /conns?format=json /closes /closes?follow=1 /debug/pprof/")
 	})
 	return mux
 }

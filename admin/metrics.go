@@ -18,6 +18,7 @@ type collector struct {
 	st       *stack.Stack
 	conns    *prometheus.Desc
 	merge    *prometheus.Desc
+	closes   *prometheus.Desc
 	counters []counter
 }
 
@@ -30,6 +31,7 @@ func newCollector(st *stack.Stack) *collector {
 	c := &collector{
 		st:    st,
 		conns: prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
+		closes: prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, unfinished) and the side that sent the first FIN or RST.", []string{"kind", "initiator"}, nil),
 		merge: prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
@@ -54,6 +56,7 @@ func newCollector(st *stack.Stack) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.conns
 	ch <- c.merge
+	ch <- c.closes
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -70,6 +73,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"released": m.Released.Load(), "flushed": m.Flushed.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(c.merge, prometheus.CounterValue, float64(v), outcome)
+	}
+	for k, v := range c.st.CloseCounts() {
+		ch <- prometheus.MustNewConstMetric(c.closes, prometheus.CounterValue, float64(v), k.Kind, k.Initiator)
 	}
 	stats := c.st.GVisor().Stats().TCP
 	for _, k := range c.counters {

@@ -15,7 +15,7 @@ import (
 // Close kinds, as Close.Kind reports them.
 const (
 	KindFourWay      = "four-way"     // FIN, ACK, FIN, ACK
-	KindThreeWay     = "three-way"    // FIN, FIN|ACK, ACK (RFC 9293 §3.6)
+	KindThreeWay     = "three-way"    // FIN, FIN|ACK, ACK (RFC 9293 §3.6): the first FIN's ACK rides on the second FIN or on data
 	KindSimultaneous = "simultaneous" // both FINs sent before either arrived (CLOSING)
 	KindReset        = "reset"        // ended by a RST
 	KindUnfinished   = "unfinished"   // forgotten before it completed
@@ -249,20 +249,21 @@ func (st *closeState) kind() string {
 	if st.tundFINBeforePeer && st.peerFINBeforeTund {
 		return KindSimultaneous
 	}
-	// The first FIN was acknowledged alone (four-way) unless the second
-	// FIN is the first segment from that side to acknowledge it.
+	// Four-way if the first FIN was acknowledged by a pure ACK of its own;
+	// three-way if the acknowledgement rode on the second FIN (or on data
+	// that preceded it).
 	second, firstFIN := SidePeer, *st.tundFIN
 	if st.peerFINBeforeTund {
 		second, firstFIN = SideTund, *st.peerFIN
 	}
 	for _, s := range st.rec.Segments {
-		if s.From != second || !seqGE(s.Ack, firstFIN+1) || !containsFlag(s.Flags, "A") {
+		if s.From != second || !containsFlag(s.Flags, "A") || !seqGE(s.Ack, firstFIN+1) {
 			continue
 		}
-		if containsFlag(s.Flags, "F") {
-			return KindThreeWay
+		if s.Len == 0 && !containsFlag(s.Flags, "F") {
+			return KindFourWay
 		}
-		return KindFourWay
+		return KindThreeWay
 	}
 	return KindFourWay
 }

@@ -29,19 +29,13 @@ func connsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + *addr + "/conns?format=json")
+	body, err := adminGet(&http.Client{Timeout: 10 * time.Second}, *addr, "/conns?format=json", stderr, "conns")
 	if err != nil {
-		fmt.Fprintf(stderr, "tund conns: %v (is tund running in this namespace with --admin %s?)\n", err, *addr)
 		return 1
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "tund conns: %s answered %s\n", *addr, resp.Status)
-		return 1
-	}
+	defer body.Close()
 	var conns []stack.ConnInfo
-	if err := json.NewDecoder(resp.Body).Decode(&conns); err != nil {
+	if err := json.NewDecoder(body).Decode(&conns); err != nil {
 		fmt.Fprintf(stderr, "tund conns: reading the answer: %v\n", err)
 		return 1
 	}

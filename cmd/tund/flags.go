@@ -54,7 +54,10 @@ func (l *listFlag) Set(v string) error {
 const usageHead = `tund: a userspace TCP endpoint behind a TUN device, with a visible close path.
 
 Usage:
-  tund [flags]
+  tund [flags]          run the daemon
+  tund conns [--json]   the connection table of a running tund, like ss -tan
+  tund closes [--follow] [--json]
+                        its closes, as ladder diagrams
 
 tund creates the TUN interface --tun in the current network namespace, gives
 its kernel side the --tun-addr addresses, and answers for the --addr

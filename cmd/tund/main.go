@@ -29,8 +29,13 @@ func main() {
 // run is main without the process: it returns the exit status. 2 is a bad
 // command line, 1 a failure to start or to run.
 func run(args []string, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "conns" {
-		return connsCommand(args[1:], os.Stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "conns":
+			return connsCommand(args[1:], os.Stdout, stderr)
+		case "closes":
+			return closesCommand(args[1:], os.Stdout, stderr)
+		}
 	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {

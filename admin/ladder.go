@@ -1,0 +1,66 @@
+package admin
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tund/tund/stack"
+)
+
+// WriteLadder draws a close as the ladder diagram of the TCP textbooks:
+// tund on the left, the peer on the right, one arrow per segment with its
+// flags, sequence and acknowledgement numbers, and the time since the
+// first FIN or RST.
+func WriteLadder(w io.Writer, c *stack.Close) {
+	const width = 52
+	left := "tund " + c.Local.String()
+	right := "peer " + c.Remote.String()
+	fmt.Fprintf(w, "%s close, started by %s", c.Kind, c.Initiator)
+	if c.ResetBy != "" {
+		fmt.Fprintf(w, ", reset by %s", c.ResetBy)
+	}
+	fmt.Fprintf(w, ", %v", c.Duration().Round(1000))
+	if c.FINRetransmits > 0 {
+		fmt.Fprintf(w, ", %d FIN retransmission(s)", c.FINRetransmits)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  %-*s%s\n", width+4, left, right)
+	for _, s := range c.Segments {
+		label := fmt.Sprintf("%s seq=%d ack=%d", flagNames(s.Flags), s.Seq, s.Ack)
+		if s.Len > 0 {
+			label += fmt.Sprintf(" len=%d", s.Len)
+		}
+		pad := max(width-len(label)-4, 0)
+		var arrow string
+		if s.From == stack.SideTund {
+			arrow = "-- " + label + " " + strings.Repeat("-", pad) + ">"
+		} else {
+			arrow = "<" + strings.Repeat("-", pad) + " " + label + " --"
+		}
+		fmt.Fprintf(w, "  |%-*s|  +%.3fms\n", width+1, arrow, float64(s.At.Sub(c.Start).Microseconds())/1000)
+	}
+	if c.Truncated {
+		fmt.Fprintln(w, "  (more segments not recorded)")
+	}
+}
+
+// flagNames spells flags as the textbooks do: FIN|ACK, ACK, RST.
+func flagNames(flags string) string {
+	var names []string
+	for _, f := range flags {
+		switch f {
+		case 'S':
+			names = append(names, "SYN")
+		case 'F':
+			names = append(names, "FIN")
+		case 'R':
+			names = append(names, "RST")
+		case 'P':
+			names = append(names, "PSH")
+		case 'A':
+			names = append(names, "ACK")
+		}
+	}
+	return strings.Join(names, "|")
+}
