@@ -29,10 +29,10 @@ type counter struct {
 
 func newCollector(st *stack.Stack) *collector {
 	c := &collector{
-		st:    st,
-		conns: prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
+		st:     st,
+		conns:  prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
 		closes: prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, unfinished) and the side that sent the first FIN or RST.", []string{"kind", "initiator"}, nil),
-		merge: prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
+		merge:  prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
 		c.counters = append(c.counters, counter{prometheus.NewDesc(name, help, nil, nil), v})
