@@ -65,7 +65,7 @@ func serveChargen(_ context.Context, c *conn, log *slog.Logger) {
 	defer c.finish()
 	go func() {
 		if _, err := io.Copy(io.Discard, c); err == nil {
-			log.Debug("peer half-closed", "policy", c.opts.HalfClose)
+			// peerClosed ignores the EOF of our own close.
 			c.peerClosed()
 		}
 	}()

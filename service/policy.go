@@ -87,21 +87,29 @@ type conn struct {
 	*stack.Conn
 	opts Options
 
-	mu    sync.Mutex
-	timer *time.Timer
+	mu       sync.Mutex
+	timer    *time.Timer
+	finished bool // closed by finish: a read's EOF is then our own doing
 }
 
 // peerClosed applies the half-close policy; a service calls it when a read
-// returns io.EOF, i.e. when the peer's FIN has arrived. It reports whether
-// the connection was closed.
+// returns io.EOF, i.e. when the peer's FIN has arrived (or, ignored here,
+// when finish closed the connection under the reader). It reports whether
+// it closed the connection.
 func (c *conn) peerClosed() bool {
+	c.mu.Lock()
+	finished := c.finished
+	c.mu.Unlock()
+	if finished {
+		return false
+	}
 	switch {
 	case c.opts.HalfClose.Close:
 		c.finish()
 		return true
 	case c.opts.HalfClose.After > 0:
 		c.mu.Lock()
-		if c.timer == nil {
+		if c.timer == nil && !c.finished {
 			c.timer = time.AfterFunc(c.opts.HalfClose.After, c.finish)
 		}
 		c.mu.Unlock()
@@ -126,6 +134,7 @@ func (c *conn) afterEOF(ctx context.Context) {
 // finish ends the connection the way the options say: FIN, or RST.
 func (c *conn) finish() {
 	c.mu.Lock()
+	c.finished = true
 	if c.timer != nil {
 		c.timer.Stop()
 	}

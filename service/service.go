@@ -170,18 +170,22 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, log *slog.Logger)
 		mu    sync.Mutex
 		conns = map[*conn]struct{}{}
 	)
-	stop := context.AfterFunc(ctx, func() {
+	closeAll := func() {
 		ln.Close()
 		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
-	})
+	}
+	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	for {
 		sc, err := ln.AcceptConn()
 		if err != nil {
+			// Connections that would never end by themselves (chargen, an
+			// idle echo) must not keep Serve from returning.
+			closeAll()
 			wg.Wait()
 			if ctx.Err() != nil {
 				return nil

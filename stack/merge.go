@@ -49,10 +49,11 @@ type mergeEndpoint struct {
 	portWindows map[uint16]time.Duration // per local port; fixed at start
 	anyWindow   atomic.Bool              // some window is not zero
 
-	pending atomic.Int32 // len(fins), read without the lock
-	mu      sync.Mutex
-	fins    map[flow]*finState
-	sweepAt int
+	pending   atomic.Int32 // len(fins), read without the lock
+	mu        sync.Mutex
+	fins      map[flow]*finState
+	lastSweep time.Time
+	closed    bool // the stack let go of the link: nothing more is sent
 
 	// stack finds the endpoint of a flow; set before the NIC is created.
 	stack *stack.Stack
@@ -84,7 +85,7 @@ type finState struct {
 }
 
 func newMergeEndpoint(child stack.LinkEndpoint, window time.Duration, portWindows map[uint16]time.Duration) *mergeEndpoint {
-	e := &mergeEndpoint{portWindows: portWindows, fins: make(map[flow]*finState), sweepAt: 256}
+	e := &mergeEndpoint{portWindows: portWindows, fins: make(map[flow]*finState)}
 	e.Init(child, e)
 	e.SetWindow(window)
 	return e
@@ -128,15 +129,20 @@ func (e *mergeEndpoint) inbound(pkt *stack.PacketBuffer) {
 	if !ok || f.flags&(header.TCPFlagFin|header.TCPFlagRst) == 0 {
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	st := e.fins[f.flow]
 	if f.flags&header.TCPFlagRst != 0 {
-		if st != nil {
-			e.dropLocked(f.flow, st)
-		}
+		// Not acted on: the stack may yet refuse it (a bad checksum, a
+		// sequence number out of window, RFC 5961), and a held ACK that
+		// goes out late to a peer that did reset costs only its RST.
 		return
 	}
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.maybeSweepLocked(now)
+	st := e.fins[f.flow]
 	finEnd := f.seq + uint32(f.payloadLen) + 1
 	if st != nil {
 		if st.finEnd == finEnd && st.held != nil {
@@ -147,15 +153,8 @@ func (e *mergeEndpoint) inbound(pkt *stack.PacketBuffer) {
 		return
 	}
 	w := e.windowFor(f.flow.localPort)
-	if w <= 0 || f.flags&header.TCPFlagAck == 0 || !e.established(f.flow) {
+	if w <= 0 || f.flags&header.TCPFlagAck == 0 || len(e.fins) >= maxTrackedFINs || !e.established(f.flow) {
 		return
-	}
-	now := time.Now()
-	if len(e.fins) >= e.sweepAt {
-		e.sweepLocked(now)
-		if len(e.fins) >= maxTrackedFINs {
-			return
-		}
 	}
 	// An entry lives until a segment of the flow acknowledges the FIN; one
 	// whose FIN the stack dropped (a bad checksum, say) expires.
@@ -267,8 +266,8 @@ func (e *mergeEndpoint) outbound(f tcpFields, pkt *stack.PacketBuffer) bool {
 func (e *mergeEndpoint) release(fl flow, st *finState) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.fins[fl] != st || st.held == nil {
-		return // a newer segment carried it, or it was flushed
+	if e.closed || e.fins[fl] != st || st.held == nil {
+		return // a newer segment carried it, it was flushed, or the link is gone
 	}
 	e.stats.Released.Add(1)
 	e.sendLocked(fl, st)
@@ -300,16 +299,45 @@ func (e *mergeEndpoint) dropLocked(fl flow, st *finState) {
 	e.pending.Store(int32(len(e.fins)))
 }
 
-// sweepLocked forgets expired FINs that hold nothing, and sets the next
-// sweep at twice the surviving size.
-func (e *mergeEndpoint) sweepLocked(now time.Time) {
+// maybeSweepLocked forgets, at most once a second, the expired FINs that
+// hold nothing: FINs the stack never acknowledged (it dropped them) would
+// otherwise keep every packet on the slow path.
+func (e *mergeEndpoint) maybeSweepLocked(now time.Time) {
+	if now.Sub(e.lastSweep) < time.Second {
+		return
+	}
+	e.lastSweep = now
 	for fl, st := range e.fins {
 		if st.held == nil && now.After(st.expires) {
 			delete(e.fins, fl)
 		}
 	}
 	e.pending.Store(int32(len(e.fins)))
-	e.sweepAt = max(256, 2*len(e.fins))
+}
+
+// Attach stops holding ACKs when the stack detaches (nil): held ACKs are
+// dropped and their timers stopped, so that nothing is written to a device
+// that is being closed.
+func (e *mergeEndpoint) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		e.shutdown()
+	}
+	e.Endpoint.Attach(d)
+}
+
+// Close drops held ACKs and closes the link below.
+func (e *mergeEndpoint) Close() {
+	e.shutdown()
+	e.Endpoint.Close()
+}
+
+func (e *mergeEndpoint) shutdown() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	for fl, st := range e.fins {
+		e.dropLocked(fl, st)
+	}
 }
 
 // Stats returns the merge counters.

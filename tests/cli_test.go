@@ -55,7 +55,9 @@ func TestBadInput(t *testing.T) {
 		{"unknown service option", nil, []string{"--serve", "echo/linger"}, 2, "unknown option \"linger\""},
 		{"bad half-close", nil, []string{"--half-close", "sometimes"}, 2, "want allow, close or a positive duration"},
 		{"port twice", nil, []string{"--serve", "echo:7,discard:7"}, 2, "both want port 7"},
-		{"bad MTU", nil, []string{"--mtu", "100"}, 1, "MTU 100"},
+		{"bad MTU", nil, []string{"--mtu", "100"}, 2, "MTU 100"},
+		{"bad queues", nil, []string{"--queues", "999"}, 2, "999 queues"},
+		{"bad name", nil, []string{"--tun", "a/b"}, 2, "not a valid interface name"},
 		{"stray argument", nil, []string{"now"}, 2, "unexpected argument"},
 		{"unknown flag", nil, []string{"--frobnicate"}, 2, "flag provided but not defined"},
 		// The same address twice fails after the device exists: it must go.

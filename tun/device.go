@@ -10,6 +10,7 @@ package tun
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // DefaultName is the interface name used when Config.Name is empty.
@@ -41,6 +42,13 @@ type Config struct {
 	Routes []netip.Prefix
 }
 
+// Validate reports the first invalid field of c, so that a command line
+// can be refused before anything is created.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns c with zero fields replaced by their defaults and
 // reports the first invalid field, so that nothing is created from a bad
 // configuration.
@@ -50,6 +58,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if len(c.Name) > 15 {
 		return c, fmt.Errorf("tun: interface name %q is longer than 15 bytes (IFNAMSIZ)", c.Name)
+	}
+	if strings.ContainsAny(c.Name, "/%: \t\n") || c.Name == "." || c.Name == ".." {
+		return c, fmt.Errorf("tun: %q is not a valid interface name (no '/', '%%', ':' or spaces)", c.Name)
 	}
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU

@@ -48,6 +48,8 @@ func Open(c Config) (*Device, error) {
 	// instead of failing, so ask first: tund never takes over a device.
 	if _, err := netlink.LinkByName(c.Name); err == nil {
 		return nil, fmt.Errorf("tun: interface %q already exists: choose another --tun name or remove it (ip link del %s)", c.Name, c.Name)
+	} else if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil, fmt.Errorf("tun: checking whether %q exists: %w", c.Name, err)
 	}
 
 	d := &Device{name: c.Name, mtu: c.MTU}

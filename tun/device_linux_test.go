@@ -166,6 +166,7 @@ func TestConfigValidation(t *testing.T) {
 		{"small MTU", Config{MTU: 1000}, "MTU 1000"},
 		{"huge MTU", Config{MTU: 70000}, "MTU 70000"},
 		{"queues", Config{Queues: 1000}, "1000 queues"},
+		{"bad name", Config{Name: "a/b"}, "not a valid interface name"},
 		{"route not a prefix", Config{Routes: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}}, "invalid route"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

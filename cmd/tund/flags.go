@@ -153,6 +153,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
 	}
+	if err := o.tun.Validate(); err != nil {
+		return nil, fmt.Errorf("%w (see --help)", err)
+	}
 	var defaults service.Options
 	if defaults.HalfClose, err = service.ParseHalfClose(*halfClose); err != nil {
 		return nil, fmt.Errorf("--half-close: %w", err)

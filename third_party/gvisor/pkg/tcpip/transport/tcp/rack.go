@@ -176,9 +176,6 @@ func (s *sender) shouldSchedulePTO() bool {
 //
 // +checklocks:s.ep.mu
 // +checklocksexclude:s.rtt.rttMutex
-// minPTO is the least probe timeout (tund patch 0004).
-const minPTO = 10 * time.Millisecond
-
 func (s *sender) schedulePTO() {
 	pto := time.Second
 	s.rtt.Lock()
@@ -191,7 +188,7 @@ func (s *sender) schedulePTO() {
 		// jiffies in tcp_schedule_loss_probe). On a local link SRTT is
 		// tens of microseconds, and a probe due that soon fires before
 		// the stack has processed an ACK that already arrived.
-		pto = max(pto, minPTO)
+		pto = max(pto, 10*time.Millisecond)
 	}
 	s.rtt.Unlock()
 

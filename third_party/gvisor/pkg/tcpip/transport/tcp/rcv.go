@@ -96,7 +96,7 @@ func (r *receiver) acceptable(segSeq seqnum.Value, segLen seqnum.Size) bool {
 // stall for good.
 // +checklocks:r.ep.mu
 func (r *receiver) refusedButAcking(s *segment) bool {
-	return s.flags.Contains(header.TCPFlagAck) && s.sequenceNumber.InRange(r.RcvNxt, r.RcvAcc.Add(1))
+	return s.flags.Contains(header.TCPFlagAck) && s.ackNumber.LessThanEq(r.ep.snd.SndNxt) && s.sequenceNumber.InRange(r.RcvNxt, r.RcvAcc.Add(1))
 }
 
 // currentWindow returns the available space in the window that was advertised
@@ -419,13 +419,13 @@ func (r *receiver) handleRcvdSegmentClosing(s *segment, state EndpointState, clo
 		// If we are closed for reads (either due to an
 		// incoming FIN or the user calling shutdown(..,
 		// SHUT_RD) then any data past the RcvNxt should
-		// trigger a RST. Data only, as in Linux's
+		// trigger a RST. Data or FIN only, as in Linux's
 		// tcp_rcv_state_process (end_seq != seq): a pure ACK
 		// whose seq is past RcvNxt is what a peer in LAST-ACK
 		// sends when its FIN was lost and it ACKs our
 		// retransmitted FIN.
 		endDataSeq := s.sequenceNumber.Add(seqnum.Size(s.payloadSize()))
-		if state != StateCloseWait && rcvClosed && s.payloadSize() > 0 && r.RcvNxt.LessThan(endDataSeq) {
+		if state != StateCloseWait && rcvClosed && s.logicalLen() > 0 && r.RcvNxt.LessThan(endDataSeq) {
 			return true, &tcpip.ErrConnectionAborted{}
 		}
 		if state == StateFinWait1 {
