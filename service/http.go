@@ -24,7 +24,9 @@ var bytesChunk = func() []byte {
 // that a typo does not stream for days.
 const maxBytes = 1 << 40
 
-func newHTTPHandler() http.Handler {
+// NewHTTPHandler returns the http service's handler, for serving it on a
+// kernel socket too (the benchmarks' baseline).
+func NewHTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -54,7 +56,7 @@ func newHTTPHandler() http.Handler {
 // listener and every connection.
 func serveHTTP(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           newHTTPHandler(),
+		Handler:           NewHTTPHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

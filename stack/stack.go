@@ -58,6 +58,8 @@ type Config struct {
 	// connection (RFC 9293 §3.10.7.4, Linux's default); otherwise it is
 	// ignored (RFC 1337), which is gVisor's behaviour.
 	TimeWaitRSTCloses bool
+	// NoTrace turns the close tracer off (for measuring what it costs).
+	NoTrace bool
 	// Pcap, when not nil, receives every packet that crosses the link, in
 	// pcap format, as the wire sees it (beneath the FIN/ACK merge).
 	Pcap io.Writer
@@ -91,7 +93,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	// timers may run, plus a margin.
 	closes := newCloseLog()
 	linger := max(c.FinWait2, 2*c.MSL, DefaultFinWait2) + 10*time.Second
-	link = newTracer(link, linger, closes.add)
+	if !c.NoTrace {
+		link = newTracer(link, linger, closes.add)
+	}
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

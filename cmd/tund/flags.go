@@ -96,6 +96,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
+	trace := fs.Bool("trace", true, "record every close (/closes, tund closes); false only to measure what tracing costs")
 	fs.StringVar(&o.pcap, "pcap", "", "write every packet crossing the TUN device to `file` in pcap format (tcpdump -r, Wireshark)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
@@ -153,6 +154,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
 	}
+	o.stack.NoTrace = !*trace
 	if err := o.tun.Validate(); err != nil {
 		return nil, fmt.Errorf("%w (see --help)", err)
 	}
