@@ -184,6 +184,18 @@ func (n *NS) Dial(network, addr string) (net.Conn, error) {
 	return c, err
 }
 
+// DialStack connects from the namespace to tund's IPv4 address on port,
+// failing the test if it cannot; the connection is closed when the test ends.
+func (n *NS) DialStack(t testing.TB, port int) *net.TCPConn {
+	t.Helper()
+	c, err := n.Dial("tcp", net.JoinHostPort(stackV4, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
 // Tund is a tund process running in a namespace.
 type Tund struct {
 	t    testing.TB

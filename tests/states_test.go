@@ -3,7 +3,6 @@ package tests
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -91,14 +90,7 @@ func TestClosingStates(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns, "--serve", "daytime,daytime:1313,discard/close-delay=2s/fin-ack-merge=0")
 	cap := capture(t, ns, "tund0", "tcp")
-	dial := func(port int) *net.TCPConn {
-		c, err := ns.Dial("tcp", net.JoinHostPort(stackV4, fmt.Sprint(port)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c.(*net.TCPConn)
-	}
+	dial := func(port int) *net.TCPConn { return ns.DialStack(t, port) }
 
 	// Active close: FIN-WAIT-2, then TIME-WAIT. tund's FIN is ACKed by the
 	// client, which closes later.

@@ -54,20 +54,6 @@ func awaitRecord(t *testing.T, ns *NS, remote netip.AddrPort) closeRecord {
 	}
 }
 
-// flagLetters spells a captured segment's flags as tund's records do.
-func flagLetters(s Segment) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{flagSYN, 'S'}, {flagFIN, 'F'}, {flagRST, 'R'}, {flagPSH, 'P'}, {flagACK, 'A'}} {
-		if s.Flags&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	return b.String()
-}
-
 // agree checks that tund's record of a close lists, direction by
 // direction, the segments that tcpdump saw: an unbroken run of the wire's
 // segments, starting near the first FIN or RST. Near, not at: tcpdump sees
@@ -99,7 +85,7 @@ func agree(t *testing.T, rec closeRecord, conv *Conversation) {
 		if _, ok := firstAfterStart[from]; !ok && i >= start {
 			firstAfterStart[from] = len(wire[from])
 		}
-		wire[from] = append(wire[from], fmt.Sprintf("%s seq=%d ack=%d len=%d", flagLetters(s), s.Seq, s.Ack, s.Len))
+		wire[from] = append(wire[from], fmt.Sprintf("%s seq=%d ack=%d len=%d", s.flagLetters(), s.Seq, s.Ack, s.Len))
 	}
 	recorded := map[string][]string{}
 	for _, s := range rec.Segments {
@@ -129,14 +115,7 @@ func TestCloseRecords(t *testing.T) {
 	startTund(t, ns, "--fin-wait2", "1s", "--serve",
 		"echo,echo:1007/fin-ack-merge=0,daytime,daytime:1313,daytime:1314/abort,chargen/half-close=close")
 	cap := capture(t, ns, "tund0", "tcp")
-	dial := func(port int) *net.TCPConn {
-		c, err := ns.Dial("tcp", net.JoinHostPort(stackV4, fmt.Sprint(port)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c.(*net.TCPConn)
-	}
+	dial := func(port int) *net.TCPConn { return ns.DialStack(t, port) }
 	type scenario struct {
 		name, kind, initiator, resetBy string
 		client                         netip.AddrPort

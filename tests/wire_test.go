@@ -37,17 +37,24 @@ func (s Segment) Has(f uint8) bool { return s.Flags&f != 0 }
 // PureACK reports a segment with only ACK set and no payload.
 func (s Segment) PureACK() bool { return s.Flags&^flagPSH == flagACK && s.Len == 0 }
 
-func (s Segment) String() string {
-	var f strings.Builder
+// flagLetters spells the flags as tund's close records do: S F R P A.
+func (s Segment) flagLetters() string {
+	var b strings.Builder
 	for _, x := range []struct {
-		bit  uint8
-		name string
-	}{{flagSYN, "S"}, {flagFIN, "F"}, {flagRST, "R"}, {flagPSH, "P"}, {flagACK, "."}} {
+		bit uint8
+		c   byte
+	}{{flagSYN, 'S'}, {flagFIN, 'F'}, {flagRST, 'R'}, {flagPSH, 'P'}, {flagACK, 'A'}} {
 		if s.Flags&x.bit != 0 {
-			f.WriteString(x.name)
+			b.WriteByte(x.c)
 		}
 	}
-	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, f.String(), s.Seq, s.Ack, s.Len)
+	return b.String()
+}
+
+// String prints the segment much as tcpdump does ("." for ACK).
+func (s Segment) String() string {
+	flags := strings.ReplaceAll(s.flagLetters(), "A", ".")
+	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, flags, s.Seq, s.Ack, s.Len)
 }
 
 // Capture is a tcpdump running on a device of a namespace.
