@@ -25,7 +25,9 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 		fmt.Fprintf(w, ", %d FIN retransmission(s)", c.FINRetransmits)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  %-*s%s\n", width+4, left, right)
+	fmt.Fprintf(w, "  %-12s %-*s%s\n", "", width+3, left, right)
+	fmt.Fprintf(w, "  %-12s  %*s  %s\n", "ESTABLISHED", width+1, "", "ESTABLISHED")
+	states := newLadderStates()
 	for _, s := range c.Segments {
 		label := fmt.Sprintf("%s seq=%d ack=%d", flagNames(s.Flags), s.Seq, s.Ack)
 		if s.Len > 0 {
@@ -38,7 +40,8 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 		} else {
 			arrow = "<" + strings.Repeat("-", pad) + " " + label + " --"
 		}
-		fmt.Fprintf(w, "  |%-*s|  +%.3fms\n", width+1, arrow, float64(s.At.Sub(c.Start).Microseconds())/1000)
+		tundState, peerState := states.next(s)
+		fmt.Fprintf(w, "  %-12s |%-*s| %-12s +%.3fms\n", tundState, width+1, arrow, peerState, float64(s.At.Sub(c.Start).Microseconds())/1000)
 	}
 	if c.Truncated {
 		fmt.Fprintln(w, "  (more segments not recorded)")
@@ -63,4 +66,71 @@ func flagNames(flags string) string {
 		}
 	}
 	return strings.Join(names, "|")
+}
+
+// ladderStates follows the RFC 9293 state of each side as the segments
+// imply it, so that the ladder can name the state each side enters. A
+// receiver's new state is shown on the row of the segment that causes it.
+type ladderStates struct {
+	state map[string]string
+	fin   map[string]*uint32 // each side's FIN sequence number
+}
+
+func newLadderStates() *ladderStates {
+	return &ladderStates{
+		state: map[string]string{stack.SideTund: "ESTABLISHED", stack.SidePeer: "ESTABLISHED"},
+		fin:   map[string]*uint32{},
+	}
+}
+
+// next applies one segment and returns the states that changed ("" for
+// none): tund's, then the peer's.
+func (l *ladderStates) next(s stack.Segment) (tund, peer string) {
+	from, to := s.From, stack.SidePeer
+	if from == stack.SidePeer {
+		to = stack.SideTund
+	}
+	before := map[string]string{stack.SideTund: l.state[stack.SideTund], stack.SidePeer: l.state[stack.SidePeer]}
+	has := func(f byte) bool { return strings.IndexByte(s.Flags, f) >= 0 }
+	switch {
+	case has('R'):
+		l.state[from], l.state[to] = "CLOSED", "CLOSED"
+	default:
+		// The ACK first: a FIN|ACK can acknowledge the other FIN too.
+		if fin := l.fin[to]; fin != nil && has('A') && int32(s.Ack-(*fin+1)) >= 0 {
+			switch l.state[to] {
+			case "FIN-WAIT-1":
+				l.state[to] = "FIN-WAIT-2"
+			case "CLOSING":
+				l.state[to] = "TIME-WAIT"
+			case "LAST-ACK":
+				l.state[to] = "CLOSED"
+			}
+		}
+		if has('F') && l.fin[from] == nil {
+			seq := s.Seq + uint32(s.Len)
+			l.fin[from] = &seq
+			switch l.state[from] {
+			case "ESTABLISHED":
+				l.state[from] = "FIN-WAIT-1"
+			case "CLOSE-WAIT":
+				l.state[from] = "LAST-ACK"
+			}
+			switch l.state[to] {
+			case "ESTABLISHED":
+				l.state[to] = "CLOSE-WAIT"
+			case "FIN-WAIT-1":
+				l.state[to] = "CLOSING"
+			case "FIN-WAIT-2":
+				l.state[to] = "TIME-WAIT"
+			}
+		}
+	}
+	changed := func(side string) string {
+		if l.state[side] != before[side] {
+			return l.state[side]
+		}
+		return ""
+	}
+	return changed(stack.SideTund), changed(stack.SidePeer)
 }
