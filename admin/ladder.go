@@ -68,18 +68,34 @@ func flagNames(flags string) string {
 	return strings.Join(names, "|")
 }
 
-// ladderStates follows the RFC 9293 state of each side as the segments
-// imply it, so that the ladder can name the state each side enters. A
-// receiver's new state is shown on the row of the segment that causes it.
+// The RFC 9293 §3.3.2 transitions of the close, by what causes them: the
+// side's own FIN leaving, the other side's FIN arriving, and the ACK of the
+// side's own FIN arriving.
+var (
+	onFINSent     = map[string]string{"ESTABLISHED": "FIN-WAIT-1", "CLOSE-WAIT": "LAST-ACK"}
+	onFINReceived = map[string]string{"ESTABLISHED": "CLOSE-WAIT", "FIN-WAIT-1": "CLOSING", "FIN-WAIT-2": "TIME-WAIT"}
+	onFINAcked    = map[string]string{"FIN-WAIT-1": "FIN-WAIT-2", "CLOSING": "TIME-WAIT", "LAST-ACK": "CLOSED"}
+)
+
+// ladderStates follows the state of each side as the segments imply it, so
+// that the ladder can name the state each side enters. A receiver's new
+// state is shown on the row of the segment that causes it.
 type ladderStates struct {
 	state map[string]string
-	fin   map[string]*uint32 // each side's FIN sequence number
+	fin   map[string]uint32 // each side's FIN sequence number, once sent
 }
 
 func newLadderStates() *ladderStates {
 	return &ladderStates{
 		state: map[string]string{stack.SideTund: "ESTABLISHED", stack.SidePeer: "ESTABLISHED"},
-		fin:   map[string]*uint32{},
+		fin:   map[string]uint32{},
+	}
+}
+
+// move applies a transition table to side, if it has an entry.
+func (l *ladderStates) move(side string, table map[string]string) {
+	if next, ok := table[l.state[side]]; ok {
+		l.state[side] = next
 	}
 }
 
@@ -91,39 +107,17 @@ func (l *ladderStates) next(s stack.Segment) (tund, peer string) {
 		to = stack.SideTund
 	}
 	before := map[string]string{stack.SideTund: l.state[stack.SideTund], stack.SidePeer: l.state[stack.SidePeer]}
-	has := func(f byte) bool { return strings.IndexByte(s.Flags, f) >= 0 }
-	switch {
-	case has('R'):
+	if strings.Contains(s.Flags, "R") {
 		l.state[from], l.state[to] = "CLOSED", "CLOSED"
-	default:
+	} else {
 		// The ACK first: a FIN|ACK can acknowledge the other FIN too.
-		if fin := l.fin[to]; fin != nil && has('A') && int32(s.Ack-(*fin+1)) >= 0 {
-			switch l.state[to] {
-			case "FIN-WAIT-1":
-				l.state[to] = "FIN-WAIT-2"
-			case "CLOSING":
-				l.state[to] = "TIME-WAIT"
-			case "LAST-ACK":
-				l.state[to] = "CLOSED"
-			}
+		if fin, sent := l.fin[to]; sent && strings.Contains(s.Flags, "A") && int32(s.Ack-(fin+1)) >= 0 {
+			l.move(to, onFINAcked)
 		}
-		if has('F') && l.fin[from] == nil {
-			seq := s.Seq + uint32(s.Len)
-			l.fin[from] = &seq
-			switch l.state[from] {
-			case "ESTABLISHED":
-				l.state[from] = "FIN-WAIT-1"
-			case "CLOSE-WAIT":
-				l.state[from] = "LAST-ACK"
-			}
-			switch l.state[to] {
-			case "ESTABLISHED":
-				l.state[to] = "CLOSE-WAIT"
-			case "FIN-WAIT-1":
-				l.state[to] = "CLOSING"
-			case "FIN-WAIT-2":
-				l.state[to] = "TIME-WAIT"
-			}
+		if _, sent := l.fin[from]; strings.Contains(s.Flags, "F") && !sent {
+			l.fin[from] = s.Seq + uint32(s.Len)
+			l.move(from, onFINSent)
+			l.move(to, onFINReceived)
 		}
 	}
 	changed := func(side string) string {

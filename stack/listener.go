@@ -113,9 +113,3 @@ func (c *Conn) SetFinWait2(d time.Duration) error {
 	}
 	return nil
 }
-
-// State returns the endpoint's TCP state with its RFC 9293 name
-// (ESTABLISHED, FIN-WAIT-1, ...). It takes no lock.
-func (c *Conn) State() string {
-	return StateName(tcp.EndpointState(c.ep.State()))
-}

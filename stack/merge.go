@@ -45,9 +45,10 @@ const maxTrackedFINs = 1 << 16
 type mergeEndpoint struct {
 	nested.Endpoint
 
-	window      atomic.Int64             // default window in ns; 0 disables
-	portWindows map[uint16]time.Duration // per local port; fixed at start
-	anyWindow   atomic.Bool              // some window is not zero
+	// The windows are fixed at start; 0 disables.
+	window      time.Duration
+	portWindows map[uint16]time.Duration // per local port
+	anyWindow   bool                     // some window is not zero
 
 	pending   atomic.Int32 // len(fins), read without the lock
 	mu        sync.Mutex
@@ -85,32 +86,24 @@ type finState struct {
 }
 
 func newMergeEndpoint(child stack.LinkEndpoint, window time.Duration, portWindows map[uint16]time.Duration) *mergeEndpoint {
-	e := &mergeEndpoint{portWindows: portWindows, fins: make(map[flow]*finState)}
-	e.Init(child, e)
-	e.SetWindow(window)
-	return e
-}
-
-// SetWindow changes the default merge window at run time.
-func (e *mergeEndpoint) SetWindow(d time.Duration) {
-	e.window.Store(int64(d))
-	any := d > 0
-	for _, w := range e.portWindows {
-		any = any || w > 0
+	e := &mergeEndpoint{window: window, portWindows: portWindows, fins: make(map[flow]*finState), anyWindow: window > 0}
+	for _, w := range portWindows {
+		e.anyWindow = e.anyWindow || w > 0
 	}
-	e.anyWindow.Store(any)
+	e.Init(child, e)
+	return e
 }
 
 func (e *mergeEndpoint) windowFor(localPort uint16) time.Duration {
 	if w, ok := e.portWindows[localPort]; ok {
 		return w
 	}
-	return time.Duration(e.window.Load())
+	return e.window
 }
 
 // DeliverNetworkPacket notes peer FINs on their way into the stack.
 func (e *mergeEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if e.anyWindow.Load() {
+	if e.anyWindow {
 		e.inbound(pkt)
 	}
 	e.Endpoint.DeliverNetworkPacket(protocol, pkt)

@@ -3,16 +3,13 @@
 package stack
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -167,19 +164,8 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 // Addrs returns the stack's own addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }
 
-// Dial opens a TCP connection from the stack to addr through the TUN link.
-func (s *Stack) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	a := addr.Addr().Unmap()
-	fa := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(a.AsSlice()), Port: addr.Port()}
-	return gonet.DialContextTCP(ctx, s.s, fa, protocolOf(a))
-}
-
 // MergeStats returns the counters of the FIN/ACK merge.
 func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
-
-// SetFINACKMerge changes the default FIN/ACK merge window at run time; it
-// applies to FINs that arrive from then on.
-func (s *Stack) SetFINACKMerge(d time.Duration) { s.merge.SetWindow(d) }
 
 // GVisor returns the underlying gVisor stack, for what this package does not
 // wrap (statistics, endpoint lists).

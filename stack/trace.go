@@ -2,6 +2,7 @@ package stack
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -257,10 +258,10 @@ func (st *closeState) kind() string {
 		second, firstFIN = SideTund, *st.peerFIN
 	}
 	for _, s := range st.rec.Segments {
-		if s.From != second || !containsFlag(s.Flags, "A") || !seqGE(s.Ack, firstFIN+1) {
+		if s.From != second || !strings.Contains(s.Flags, "A") || !seqGE(s.Ack, firstFIN+1) {
 			continue
 		}
-		if s.Len == 0 && !containsFlag(s.Flags, "F") {
+		if s.Len == 0 && !strings.Contains(s.Flags, "F") {
 			return KindFourWay
 		}
 		return KindThreeWay
@@ -296,15 +297,6 @@ func flagString(f header.TCPFlags) string {
 		}
 	}
 	return string(b)
-}
-
-func containsFlag(flags, f string) bool {
-	for i := 0; i < len(flags); i++ {
-		if flags[i] == f[0] {
-			return true
-		}
-	}
-	return false
 }
 
 // addrs returns the flow's local and remote address.

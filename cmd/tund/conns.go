@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,21 +14,11 @@ import (
 // connsCommand is `tund conns`: the live connection table of a running
 // tund, read from its admin server, like `ss -tan`.
 func connsCommand(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tund conns", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("admin", admin.DefaultAddr, "admin `address` of the running tund (run this in its namespace)")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tund conns [--admin ADDR] [--json]\n\nLists the TCP endpoints of a running tund: state, local and peer address.")
-		fs.PrintDefaults()
+	c := newClientFlags("conns", "[--admin ADDR] [--json]", "Lists the TCP endpoints of a running tund: state, local and peer address.", stderr)
+	if status, ok := c.parse(args); !ok {
+		return status
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	body, err := adminGet(&http.Client{Timeout: 10 * time.Second}, *addr, "/conns?format=json", stderr, "conns")
+	body, err := c.get(&http.Client{Timeout: 10 * time.Second}, "/conns?format=json", stderr)
 	if err != nil {
 		return 1
 	}
@@ -39,7 +28,7 @@ func connsCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tund conns: reading the answer: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if c.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(conns)
