@@ -19,6 +19,11 @@ type collector struct {
 	conns    *prometheus.Desc
 	merge    *prometheus.Desc
 	closes   *prometheus.Desc
+	states   *prometheus.Desc
+	retx     *prometheus.Desc
+	lostACK  *prometheus.Desc
+	halfOpen *prometheus.Desc
+	resets   *prometheus.Desc
 	counters []counter
 }
 
@@ -29,10 +34,15 @@ type counter struct {
 
 func newCollector(st *stack.Stack) *collector {
 	c := &collector{
-		st:     st,
-		conns:  prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
-		closes: prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, unfinished) and the side that sent the first FIN or RST.", []string{"kind", "initiator"}, nil),
-		merge:  prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
+		st:       st,
+		conns:    prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
+		closes:   prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, fin-wait2-timeout, retransmission-limit, half-close-policy, unfinished) and the side that sent the first FIN or RST.", []string{"kind", "initiator"}, nil),
+		states:   prometheus.NewDesc("tund_tcp_close_state_seconds", "Time tund's side of a connection spent in each closing state, as the wire shows it; TIME-WAIT runs from entering it to 2 x MSL after the last ACK tund sent in it, or to the RST or SYN that ended it.", []string{"state"}, nil),
+		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs, and pure ACKs of FINs, sent again during closes, by the side that sent them.", []string{"side", "segment"}, nil),
+		lostACK:  prometheus.NewDesc("tund_tcp_final_ack_lost_total", "FINs the peer sent again while tund was in TIME-WAIT: tund's final ACK had not reached it.", nil, nil),
+		halfOpen: prometheus.NewDesc("tund_half_close_actions_total", "What services' half-close policies did when a peer half-closed: allowed (went on sending), closed (at the FIN), timeout (when the half-open time ran out).", []string{"action"}, nil),
+		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
+		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
 		c.counters = append(c.counters, counter{prometheus.NewDesc(name, help, nil, nil), v})
@@ -57,6 +67,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.conns
 	ch <- c.merge
 	ch <- c.closes
+	ch <- c.states
+	ch <- c.retx
+	ch <- c.lostACK
+	ch <- c.halfOpen
+	ch <- c.resets
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -74,8 +89,25 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(c.merge, prometheus.CounterValue, float64(v), outcome)
 	}
-	for k, v := range c.st.CloseCounts() {
+	cs := c.st.CloseStats()
+	for k, v := range cs.Closes {
 		ch <- prometheus.MustNewConstMetric(c.closes, prometheus.CounterValue, float64(v), k.Kind, k.Initiator)
+	}
+	for state, h := range cs.StateTimes {
+		ch <- prometheus.MustNewConstHistogram(c.states, h.Count, h.Sum, h.Buckets, state)
+	}
+	for _, side := range []string{stack.SideTund, stack.SidePeer} {
+		for _, seg := range []string{"FIN", "ACK"} {
+			v := cs.Retransmits[stack.RetransmitKey{Side: side, Segment: seg}]
+			ch <- prometheus.MustNewConstMetric(c.retx, prometheus.CounterValue, float64(v), side, seg)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.lostACK, prometheus.CounterValue, float64(cs.FinalACKLost))
+	for _, a := range []string{stack.HalfCloseAllowed, stack.HalfCloseClosed, stack.HalfCloseTimeout} {
+		ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.CounterValue, float64(cs.HalfClose[a]), a)
+	}
+	for k, v := range cs.Resets {
+		ch <- prometheus.MustNewConstMetric(c.resets, prometheus.CounterValue, float64(v), k.Direction, k.Reason)
 	}
 	stats := c.st.GVisor().Stats().TCP
 	for _, k := range c.counters {

@@ -105,16 +105,31 @@ func (c *conn) peerClosed() bool {
 	}
 	switch {
 	case c.opts.HalfClose.Close:
+		c.NoteHalfClose(stack.HalfCloseClosed)
 		c.finish()
 		return true
 	case c.opts.HalfClose.After > 0:
 		c.mu.Lock()
 		if c.timer == nil && !c.finished {
-			c.timer = time.AfterFunc(c.opts.HalfClose.After, c.finish)
+			c.timer = time.AfterFunc(c.opts.HalfClose.After, c.halfOpenTimeout)
 		}
 		c.mu.Unlock()
+	default:
+		c.NoteHalfClose(stack.HalfCloseAllowed)
 	}
 	return false
+}
+
+// halfOpenTimeout ends a connection whose peer half-closed longer ago than
+// the policy allows, unless the service ended it first.
+func (c *conn) halfOpenTimeout() {
+	c.mu.Lock()
+	finished := c.finished
+	c.mu.Unlock()
+	if !finished {
+		c.NoteHalfClose(stack.HalfCloseTimeout)
+		c.finish()
+	}
 }
 
 // afterEOF waits out the close delay, if any, once the peer's FIN has

@@ -1,22 +1,43 @@
 package stack
 
 import (
+	"maps"
+	"slices"
 	"sync"
+	"time"
 )
 
 // recentCloses is how many close records the stack keeps for /closes.
 const recentCloses = 1024
 
-// closeLog keeps the recent close records, counts them, and hands each to
-// the subscribers. It never blocks the tracer: a subscriber that falls
-// behind loses records (and Dropped counts them).
+// closeLog keeps the recent close records and the close-path statistics,
+// and hands each record to the subscribers. It never blocks the tracer: a
+// subscriber that falls behind loses records.
 type closeLog struct {
-	mu      sync.Mutex
-	ring    []*Close
-	next    int
-	subs    map[chan *Close]struct{}
-	counts  map[CloseKey]uint64
-	dropped uint64
+	mu     sync.Mutex
+	ring   []*Close
+	next   int
+	lastID uint64
+	subs   map[chan *Close]struct{}
+	stats  CloseStats
+}
+
+// CloseStats are the close path's counters, as the tracer saw the wire.
+type CloseStats struct {
+	// Closes counts finished records by kind and initiator.
+	Closes map[CloseKey]uint64
+	// Resets counts RST segments by direction and reason.
+	Resets map[ResetKey]uint64
+	// Retransmits counts FINs and ACKs of FINs sent again, by side and
+	// segment ("FIN" or "ACK").
+	Retransmits map[RetransmitKey]uint64
+	// FinalACKLost counts FINs that the peer replayed while tund was in
+	// TIME-WAIT: tund's final ACK did not reach it.
+	FinalACKLost uint64
+	// HalfClose counts what services' half-close policies did.
+	HalfClose map[string]uint64
+	// StateTimes are the times tund's side spent in each closing state.
+	StateTimes map[string]*Histogram
 }
 
 // CloseKey is what closes are counted by.
@@ -24,27 +45,122 @@ type CloseKey struct {
 	Kind, Initiator string
 }
 
-func newCloseLog() *closeLog {
-	return &closeLog{subs: map[chan *Close]struct{}{}, counts: map[CloseKey]uint64{}}
+// ResetKey is what RSTs are counted by: direction "sent" or "received",
+// and the reason (see the Reset* constants).
+type ResetKey struct {
+	Direction, Reason string
 }
 
+// RetransmitKey is what close-path retransmissions are counted by.
+type RetransmitKey struct {
+	Side, Segment string
+}
+
+// Reasons for a RST, as tund tells them from the stack's state when the RST
+// crossed the device.
+const (
+	ResetAbort        = "abort"         // sent: tund ended one of its connections (abortive close, unread data, a service's abort)
+	ResetNoConnection = "no-connection" // sent: the segment was for a connection tund does not have (or no longer has); received: for one tund had forgotten
+	ResetRefused      = "refused"       // sent: a SYN to a port without listener; received: the answer to tund's SYN
+	ResetEstablished  = "established"   // received: the peer reset an open connection
+	ResetClosing      = "closing"       // received: the peer reset a connection whose close had begun
+	ResetTimeWait     = "time-wait"     // received: a RST for a connection in TIME-WAIT (RFC 1337)
+)
+
+// stateBuckets are the upper bounds, in seconds, of the time-in-state
+// histograms: from a LAN round trip to Linux's 60 s FIN-WAIT-2 and
+// TIME-WAIT and gVisor's 120 s limit.
+var stateBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// Histogram is a cumulative-bucket histogram in the Prometheus sense.
+type Histogram struct {
+	Count   uint64
+	Sum     float64            // seconds
+	Buckets map[float64]uint64 // upper bound → observations at or below it
+}
+
+func (h *Histogram) observe(d time.Duration) {
+	s := d.Seconds()
+	h.Count++
+	h.Sum += s
+	for _, b := range stateBuckets {
+		if s <= b {
+			h.Buckets[b]++
+		}
+	}
+}
+
+func newCloseLog() *closeLog {
+	l := &closeLog{subs: map[chan *Close]struct{}{}}
+	l.stats = CloseStats{
+		Closes:      map[CloseKey]uint64{},
+		Resets:      map[ResetKey]uint64{},
+		Retransmits: map[RetransmitKey]uint64{},
+		HalfClose:   map[string]uint64{},
+		StateTimes:  map[string]*Histogram{},
+	}
+	for _, s := range closingStates {
+		l.stats.StateTimes[s] = &Histogram{Buckets: make(map[float64]uint64, len(stateBuckets))}
+	}
+	return l
+}
+
+// add files a finished record, giving it its ID.
 func (l *closeLog) add(c *Close) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.lastID++
+	c.ID = l.lastID
 	if len(l.ring) < recentCloses {
 		l.ring = append(l.ring, c)
 	} else {
 		l.ring[l.next] = c
 		l.next = (l.next + 1) % recentCloses
 	}
-	l.counts[CloseKey{c.Kind, c.Initiator}]++
+	l.stats.Closes[CloseKey{c.Kind, c.Initiator}]++
+	l.publishLocked(c)
+}
+
+// amend replaces a record that was filed already by a newer version of it
+// (a replayed FIN in TIME-WAIT adds segments to a finished close). It is
+// counted once, when it was first filed.
+func (l *closeLog) amend(c *Close) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, old := range l.ring {
+		if old.ID == c.ID {
+			l.ring[i] = c
+		}
+	}
+	l.publishLocked(c)
+}
+
+func (l *closeLog) publishLocked(c *Close) {
 	for ch := range l.subs {
 		select {
 		case ch <- c:
 		default:
-			l.dropped++
 		}
 	}
+}
+
+// record returns the filed record with the given ID, if it is still kept.
+func (l *closeLog) record(id uint64) *Close {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.ring {
+		if c.ID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// count applies f to the statistics under the lock.
+func (l *closeLog) count(f func(*CloseStats)) {
+	l.mu.Lock()
+	f(&l.stats)
+	l.mu.Unlock()
 }
 
 // Closes returns the recent close records, oldest first.
@@ -57,20 +173,31 @@ func (s *Stack) Closes() []*Close {
 	return append(out, l.ring[:l.next]...)
 }
 
-// CloseCounts returns how many closes ended, by kind and initiator.
-func (s *Stack) CloseCounts() map[CloseKey]uint64 {
+// CloseStats returns a copy of the close path's counters.
+func (s *Stack) CloseStats() CloseStats {
 	l := s.closes
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[CloseKey]uint64, len(l.counts))
-	for k, v := range l.counts {
-		out[k] = v
+	st := l.stats
+	st.Closes = maps.Clone(st.Closes)
+	st.Resets = maps.Clone(st.Resets)
+	st.Retransmits = maps.Clone(st.Retransmits)
+	st.HalfClose = maps.Clone(st.HalfClose)
+	st.StateTimes = make(map[string]*Histogram, len(l.stats.StateTimes))
+	for k, h := range l.stats.StateTimes {
+		c := *h
+		c.Buckets = maps.Clone(h.Buckets)
+		st.StateTimes[k] = &c
 	}
-	return out
+	return st
 }
 
+// StateBuckets returns the upper bounds of the time-in-state histograms.
+func StateBuckets() []float64 { return slices.Clone(stateBuckets) }
+
 // SubscribeCloses returns a channel that receives each close record as it
-// ends, and a function to stop.
+// ends (and again, amended, if a replayed FIN adds to it), and a function
+// to stop.
 func (s *Stack) SubscribeCloses() (<-chan *Close, func()) {
 	ch := make(chan *Close, 256)
 	l := s.closes

@@ -22,6 +22,7 @@ const listenBacklog = 4096
 // hands out *Conn, which keeps the endpoint so that the close path can be
 // shaped per connection.
 type Listener struct {
+	st        *Stack
 	ep        tcpip.Endpoint
 	wq        *waiter.Queue
 	closeOnce sync.Once
@@ -44,7 +45,7 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 		ep.Close()
 		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
 	}
-	return &Listener{ep: ep, wq: wq, closed: make(chan struct{})}, nil
+	return &Listener{st: s, ep: ep, wq: wq, closed: make(chan struct{})}, nil
 }
 
 // Accept waits for the next connection.
@@ -58,7 +59,7 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 	for {
 		ep, wq, terr := l.ep.Accept(nil)
 		if terr == nil {
-			return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep}, nil
+			return l.st.newConn(wq, ep), nil
 		}
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: errors.New(terr.String())}
@@ -94,6 +95,36 @@ func (l *Listener) Addr() net.Addr {
 type Conn struct {
 	*gonet.TCPConn
 	ep tcpip.Endpoint
+	st *Stack
+}
+
+// newConn wraps a connected endpoint.
+func (s *Stack) newConn(wq *waiter.Queue, ep tcpip.Endpoint) *Conn {
+	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, st: s}
+}
+
+// Half-close policy actions, as Conn.NoteHalfClose takes them.
+const (
+	HalfCloseAllowed = "allowed" // the service went on sending after the peer's FIN
+	HalfCloseClosed  = "closed"  // the service closed at the peer's FIN
+	HalfCloseTimeout = "timeout" // the service closed when the half-open time ran out
+)
+
+// NoteHalfClose records what the service's half-close policy did after the
+// peer half-closed: it is counted, and a close that the policy makes
+// (HalfCloseClosed, HalfCloseTimeout; call it before closing) is recorded
+// as KindHalfClosePolicy.
+func (c *Conn) NoteHalfClose(action string) {
+	c.st.closes.count(func(s *CloseStats) { s.HalfClose[action]++ })
+	if action == HalfCloseAllowed || c.st.tracer == nil {
+		return
+	}
+	local, lerr := c.ep.GetLocalAddress()
+	remote, rerr := c.ep.GetRemoteAddress()
+	if lerr != nil || rerr != nil {
+		return
+	}
+	c.st.tracer.markPolicy(flowOf(addrPort(local.Addr, local.Port), addrPort(remote.Addr, remote.Port)))
 }
 
 // Abort ends the connection with RST instead of FIN (an abortive close,

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -14,6 +15,22 @@ type flow struct {
 	local, remote         [16]byte
 	localPort, remotePort uint16
 	v6                    bool
+}
+
+// flowOf names the connection between local and remote; IPv4-mapped IPv6
+// addresses (a dual-stack endpoint's) name the IPv4 flow that the wire
+// carries.
+func flowOf(local, remote netip.AddrPort) flow {
+	l, r := local.Addr().Unmap(), remote.Addr().Unmap()
+	f := flow{localPort: local.Port(), remotePort: remote.Port(), v6: l.Is6()}
+	if f.v6 {
+		f.local, f.remote = l.As16(), r.As16()
+	} else {
+		a, b := l.As4(), r.As4()
+		copy(f.local[:4], a[:])
+		copy(f.remote[:4], b[:])
+	}
+	return f
 }
 
 // endpointID returns the flow as gVisor's demultiplexer names it.

@@ -67,6 +67,7 @@ type Stack struct {
 	s      *gstack.Stack
 	addrs  []netip.Addr
 	merge  *mergeEndpoint
+	tracer *tracer // nil when tracing is off
 	closes *closeLog
 }
 
@@ -86,12 +87,16 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		}
 	}
 	// The tracer sits right above the device, beneath the merge: it records
-	// what the wire sees. A close is followed for as long as any of its
-	// timers may run, plus a margin.
+	// what the wire sees.
 	closes := newCloseLog()
-	linger := max(c.FinWait2, 2*c.MSL, DefaultFinWait2) + 10*time.Second
+	var tr *tracer
 	if !c.NoTrace {
-		link = newTracer(link, linger, closes.add)
+		tr = newTracer(link, traceConfig{
+			linger:    closeLinger,
+			timeWait:  2 * c.MSL,
+			rstCloses: c.TimeWaitRSTCloses,
+		}, closes)
+		link = tr
 	}
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
@@ -110,6 +115,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		return nil, err
 	}
 	merge.stack = s
+	if tr != nil {
+		tr.stack = s
+	}
 	if err := s.CreateNIC(nicID, merge); err != nil {
 		return nil, fmt.Errorf("stack: creating the NIC: %s", err)
 	}
@@ -129,7 +137,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, closes: closes}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, tracer: tr, closes: closes}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {

@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // Close kinds, as Close.Kind reports them.
@@ -19,7 +20,17 @@ const (
 	KindThreeWay     = "three-way"    // FIN, FIN|ACK, ACK (RFC 9293 §3.6): the first FIN's ACK rides on the second FIN or on data
 	KindSimultaneous = "simultaneous" // both FINs sent before either arrived (CLOSING)
 	KindReset        = "reset"        // ended by a RST
-	KindUnfinished   = "unfinished"   // forgotten before it completed
+	// KindFinWait2Timeout: tund's FIN was acknowledged but the peer's FIN
+	// did not come within the FIN-WAIT-2 timeout; tund forgot the
+	// connection, and answers a late FIN with RST.
+	KindFinWait2Timeout = "fin-wait2-timeout"
+	// KindRetransmitLimit: tund gave up retransmitting its FIN, which the
+	// peer never acknowledged.
+	KindRetransmitLimit = "retransmission-limit"
+	// KindHalfClosePolicy: the peer half-closed and the service's
+	// half-close policy (close, or a time limit) ended the connection.
+	KindHalfClosePolicy = "half-close-policy"
+	KindUnfinished      = "unfinished" // forgotten before it completed
 )
 
 // Sides of a connection, as Segment.From and Close.Initiator name them.
@@ -31,6 +42,11 @@ const (
 // maxCloseSegments bounds a record: a close takes four segments, and
 // retransmissions a few more; past this the record notes the overflow.
 const maxCloseSegments = 48
+
+// closeLinger is how long a close that saw no segment waits before the
+// tracer asks whether the stack still has its endpoint: while it does, the
+// close is followed on; once it is gone, the close is finished as it ended.
+const closeLinger = 10 * time.Second
 
 // maxOpenCloses bounds the closes followed at once; past it new ones are
 // not traced (and counted), so a flood cannot grow memory.
@@ -44,12 +60,19 @@ type Segment struct {
 	Seq   uint32    `json:"seq"`
 	Ack   uint32    `json:"ack"`
 	Len   int       `json:"len"`
+	// TundState and PeerState name the state a side entered with this
+	// segment, if any (RFC 9293 §3.3.2), as the wire implies it.
+	TundState string `json:"tund_state,omitempty"`
+	PeerState string `json:"peer_state,omitempty"`
 }
 
 // Close is the record of one connection's close, built from the segments
 // on the wire: who closed first, how, and the segments from the first FIN
 // or RST to the end.
 type Close struct {
+	// ID numbers the records in the order they were filed; an amended
+	// record keeps its ID.
+	ID        uint64         `json:"id"`
 	Local     netip.AddrPort `json:"local"`
 	Remote    netip.AddrPort `json:"remote"`
 	Initiator string         `json:"initiator"` // side that sent the first FIN or RST
@@ -57,11 +80,20 @@ type Close struct {
 	// ResetBy names the side that sent the RST, for KindReset.
 	ResetBy string `json:"reset_by,omitempty"`
 	// FINRetransmits counts FINs sent again by either side.
-	FINRetransmits int       `json:"fin_retransmits"`
-	Start          time.Time `json:"start"`
-	End            time.Time `json:"end"`
-	Segments       []Segment `json:"segments"`
-	Truncated      bool      `json:"truncated,omitempty"`
+	FINRetransmits int `json:"fin_retransmits"`
+	// ACKRetransmits counts pure ACKs of a FIN that their sender had
+	// acknowledged already (a dup ACK of a retransmitted FIN, the ACK of a
+	// FIN replayed in TIME-WAIT).
+	ACKRetransmits int `json:"ack_retransmits"`
+	// FinalACKLost reports that the peer sent its FIN again while tund was
+	// in TIME-WAIT: tund's final ACK did not reach it. tund ACKed it again
+	// and restarted 2 x MSL (RFC 9293 §3.10.7.4); the segments are added to
+	// the record, which is filed again.
+	FinalACKLost bool      `json:"final_ack_lost,omitempty"`
+	Start        time.Time `json:"start"`
+	End          time.Time `json:"end"`
+	Segments     []Segment `json:"segments"`
+	Truncated    bool      `json:"truncated,omitempty"`
 }
 
 // Duration is the time from the first FIN or RST to the last segment.
@@ -69,50 +101,78 @@ func (c *Close) Duration() time.Duration { return c.End.Sub(c.Start) }
 
 // closeState follows one close as it happens.
 type closeState struct {
-	rec               Close
-	tundFIN, peerFIN  *uint32 // sequence number of each side's FIN
-	tundFINAcked      bool
-	peerFINAcked      bool
-	tundFINBeforePeer bool // tund's FIN left before the peer's arrived
-	peerFINBeforeTund bool // the peer's FIN arrived before tund's left
-	deadline          time.Time
+	rec      Close
+	sides    closeSides
+	policy   bool // the service's half-close policy is ending it
+	reopened bool // a FIN replayed in TIME-WAIT reopened it
+	// finWait2Expired: the peer's FIN came after tund had forgotten the
+	// connection in FIN-WAIT-2.
+	finWait2Expired bool
+	deadline        time.Time
+}
+
+// timeWait is a finished close whose tund side is in TIME-WAIT: enough to
+// recognize a replayed FIN (the final ACK was lost) and reopen the record.
+type timeWait struct {
+	id             uint64 // the filed record
+	kind           string
+	tundFIN        uint32
+	peerFIN        uint32
+	since, expires time.Time
 }
 
 // tracer is a link endpoint, nested right above the device, that records
-// every close as the wire sees it (beneath the FIN/ACK merge) and hands
-// each finished record to Closes' subscribers.
+// every close as the wire sees it (beneath the FIN/ACK merge), counts what
+// it sees, and files each finished record in the close log.
 type tracer struct {
 	nested.Endpoint
 
 	open    atomic.Int32 // len(closes), read without the lock
+	waiting atomic.Int32 // len(timeWaits), read without the lock
 	mu      sync.Mutex
 	closes  map[flow]*closeState
-	sweepAt int
-	linger  time.Duration // how long an unfinished close is followed
-	dropped atomic.Uint64
+	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
+	timeWaits map[flow]*timeWait
+	sweepAt   int
+	linger    time.Duration // how long a close with no segment is followed
+	timeWait  time.Duration // 2 x MSL
+	rstCloses bool          // a RST ends TIME-WAIT (--time-wait-rst close)
 
-	sink func(*Close)
-	stop chan struct{}
+	log *closeLog
+	// stack tells whether an endpoint still exists; set before the NIC is
+	// created.
+	stack *stack.Stack
+	stop  chan struct{}
 }
 
-func newTracer(child stack.LinkEndpoint, linger time.Duration, sink func(*Close)) *tracer {
-	t := &tracer{closes: make(map[flow]*closeState), sweepAt: 256, linger: linger, sink: sink, stop: make(chan struct{})}
+// traceConfig is what the tracer needs to know of the stack's settings.
+type traceConfig struct {
+	linger    time.Duration
+	timeWait  time.Duration
+	rstCloses bool
+}
+
+func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
+	t := &tracer{
+		closes: make(map[flow]*closeState), timeWaits: make(map[flow]*timeWait), sweepAt: 256,
+		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, log: log, stop: make(chan struct{}),
+	}
 	t.Init(child, t)
 	go t.sweeper()
 	return t
 }
 
-// sweeper finishes forgotten closes every few seconds, so that an
-// unfinished close is reported even when no new close comes.
+// sweeper finishes forgotten closes and ends TIME-WAITs every second or so,
+// so that an unfinished close is reported even when no new close comes.
 func (t *tracer) sweeper() {
-	tick := time.NewTicker(max(t.linger/4, time.Second))
+	tick := time.NewTicker(min(max(t.linger/4, time.Second), 5*time.Second))
 	defer tick.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
 		case now := <-tick.C:
-			if t.open.Load() > 0 {
+			if t.open.Load() > 0 || t.waiting.Load() > 0 {
 				t.mu.Lock()
 				t.sweepLocked(now)
 				t.mu.Unlock()
@@ -156,17 +216,46 @@ func (t *tracer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 }
 
 // segment follows one segment. Only segments of flows that are closing
-// take the lock: the fast path is a flag test and an atomic load.
+// take the lock: the fast path is a flag test and an atomic load or two.
 func (t *tracer) segment(f tcpFields, from string) {
 	closing := f.flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
 	if !closing && t.open.Load() == 0 {
-		return
+		// A peer's SYN may end a TIME-WAIT (a new incarnation).
+		if from == SideTund || f.flags&header.TCPFlagSyn == 0 || t.waiting.Load() == 0 {
+			return
+		}
+	}
+	var reason string
+	if f.flags&header.TCPFlagRst != 0 {
+		reason = t.resetReason(f, from)
 	}
 	now := time.Now()
+	var filed, amended *Close
 	t.mu.Lock()
 	st := t.closes[f.flow]
+	if st == nil && from == SidePeer && len(t.timeWaits) > 0 {
+		var handled bool
+		st, amended, handled = t.timeWaitSegment(f, now)
+		if handled {
+			t.mu.Unlock()
+			if amended != nil {
+				t.log.amend(amended)
+			}
+			return
+		}
+	}
+	if reason != "" {
+		if reason == ResetEstablished && st != nil {
+			reason = ResetClosing
+		}
+		dir := "received"
+		if from == SideTund {
+			dir = "sent"
+		}
+		t.log.count(func(s *CloseStats) { s.Resets[ResetKey{dir, reason}]++ })
+	}
 	if st == nil {
-		if !closing || f.flags&header.TCPFlagSyn != 0 {
+		if !closing || f.flags&header.TCPFlagSyn != 0 || reason == ResetRefused {
 			t.mu.Unlock()
 			return
 		}
@@ -175,70 +264,194 @@ func (t *tracer) segment(f tcpFields, from string) {
 		}
 		if len(t.closes) >= maxOpenCloses {
 			t.mu.Unlock()
-			t.dropped.Add(1)
 			return
 		}
 		local, remote := f.flow.addrs()
-		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now}}
+		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now}, sides: newCloseSides(now)}
 		t.closes[f.flow] = st
 		t.open.Store(int32(len(t.closes)))
 	}
-	done := st.add(f, from, now)
+	done := t.addLocked(st, f, sideOf(from), now)
 	st.deadline = now.Add(t.linger)
 	if done {
 		delete(t.closes, f.flow)
 		t.open.Store(int32(len(t.closes)))
+		if st.reopened {
+			amended = &st.rec
+		} else {
+			filed = &st.rec
+		}
 	}
 	t.mu.Unlock()
-	if done && t.sink != nil {
-		t.sink(&st.rec)
+	switch {
+	case filed != nil:
+		t.log.add(filed)
+	case amended != nil:
+		t.log.amend(amended)
+	}
+	if done && t.timeWait > 0 && st.sides.state[tund] == "TIME-WAIT" {
+		// After filing, which gave the record its ID.
+		t.mu.Lock()
+		if len(t.timeWaits) < maxOpenCloses {
+			t.timeWaits[f.flow] = &timeWait{
+				id: st.rec.ID, kind: st.rec.Kind, tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
+				since: st.sides.since[tund], expires: now.Add(t.timeWait),
+			}
+			t.waiting.Store(int32(len(t.timeWaits)))
+		}
+		t.mu.Unlock()
 	}
 }
 
-// add records a segment and reports whether the close is over: a RST, or
-// both FINs acknowledged.
-func (st *closeState) add(f tcpFields, from string, now time.Time) bool {
+// resetReason tells why a RST crossed, from what the stack knows of its
+// connection. It runs for RSTs only: they are rare, and the lookup takes
+// the stack's demultiplexer lock.
+func (t *tracer) resetReason(f tcpFields, from string) string {
+	state, found := t.connection(f.flow)
+	switch {
+	case from == SideTund && found:
+		return ResetAbort
+	case from == SideTund && f.flags&header.TCPFlagAck != 0 && f.seq == 0:
+		// gVisor answers a segment without ACK, i.e. a SYN, with seq 0.
+		return ResetRefused
+	case !found:
+		return ResetNoConnection
+	case state == tcp.StateSynSent:
+		return ResetRefused
+	}
+	return ResetEstablished // or ResetClosing: the caller knows
+}
+
+// timeWaitSegment handles a peer's segment for a connection that left tund
+// in TIME-WAIT. A replayed FIN reopens the record (st) until tund ACKs it
+// again; a RST, which tund answers with nothing, is added to the filed
+// record (amended); a SYN, or a RST that gVisor honours, ends TIME-WAIT.
+// handled reports a segment that needs nothing more.
+func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, amended *Close, handled bool) {
+	tw := t.timeWaits[f.flow]
+	if tw == nil {
+		return nil, nil, false
+	}
+	switch {
+	case f.flags&header.TCPFlagRst != 0:
+		t.log.count(func(s *CloseStats) { s.Resets[ResetKey{"received", ResetTimeWait}]++ })
+		rec := t.filedRecord(f.flow, tw, now)
+		seg := Segment{At: now, From: SidePeer, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+		// gVisor honours only a RST at RCV.NXT, and only when told to
+		// (RFC 5961 §3.2, tund patch 0003); otherwise it is ignored
+		// (RFC 1337).
+		if t.rstCloses && f.seq == tw.peerFIN+1 {
+			seg.TundState = "CLOSED"
+			t.endTimeWaitLocked(f.flow, tw, now)
+		}
+		if len(rec.Segments) < maxCloseSegments {
+			rec.Segments = append(rec.Segments, seg)
+		} else {
+			rec.Truncated = true
+		}
+		rec.End = now
+		return nil, rec, true
+	case f.flags&header.TCPFlagSyn != 0:
+		// A new incarnation of the connection (RFC 1122 §4.2.2.13).
+		t.endTimeWaitLocked(f.flow, tw, now)
+		return nil, nil, false
+	case f.flags&header.TCPFlagFin != 0 && f.seq+uint32(f.payloadLen) == tw.peerFIN:
+		t.log.count(func(s *CloseStats) { s.FinalACKLost++ })
+		delete(t.timeWaits, f.flow)
+		t.waiting.Store(int32(len(t.timeWaits)))
+		st = &closeState{reopened: true, rec: *t.filedRecord(f.flow, tw, now), sides: newCloseSides(now)}
+		st.rec.FinalACKLost = true
+		s := &st.sides
+		s.state = [2]string{"TIME-WAIT", "LAST-ACK"}
+		s.since[tund] = tw.since
+		s.fin = [2]uint32{tw.tundFIN, tw.peerFIN}
+		s.finSent, s.finAcked = [2]bool{true, true}, [2]bool{true, true}
+		t.closes[f.flow] = st
+		t.open.Store(int32(len(t.closes)))
+		return st, nil, false
+	}
+	return nil, nil, true
+}
+
+// filedRecord returns a copy of the record that a TIME-WAIT entry refers
+// to, to add to: the filed one is shared with readers and never changes.
+// If the log no longer keeps it, the copy starts afresh.
+func (t *tracer) filedRecord(fl flow, tw *timeWait, now time.Time) *Close {
+	if base := t.log.record(tw.id); base != nil {
+		c := *base
+		c.Segments = append([]Segment(nil), base.Segments...)
+		return &c
+	}
+	local, remote := fl.addrs()
+	return &Close{ID: tw.id, Local: local, Remote: remote, Initiator: SideTund, Kind: tw.kind, Start: now}
+}
+
+// endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
+func (t *tracer) endTimeWaitLocked(fl flow, tw *timeWait, end time.Time) {
+	t.log.count(func(s *CloseStats) { s.StateTimes["TIME-WAIT"].observe(end.Sub(tw.since)) })
+	delete(t.timeWaits, fl)
+	t.waiting.Store(int32(len(t.timeWaits)))
+}
+
+// addLocked records a segment and reports whether the close is over: a
+// RST, or both FINs acknowledged (for a reopened close, the FIN replayed in
+// TIME-WAIT acknowledged again).
+func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time) bool {
 	r := &st.rec
 	r.End = now
+	if from == peerSide && f.flags&header.TCPFlagFin != 0 && st.sides.state[tund] == "FIN-WAIT-2" && !t.endpointExists(f.flow) {
+		// tund's FIN-WAIT-2 ran out before this FIN came: tund is CLOSED
+		// and will not take it. When it ran out the wire does not say, so
+		// the time is not counted.
+		st.sides.state[tund] = "CLOSED"
+		st.finWait2Expired = true
+	}
+	eff := st.sides.apply(f, from, now)
+	seg := Segment{At: now, From: from.String(), Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+	for _, c := range eff.changes[:eff.n] {
+		if c.side == tund {
+			seg.TundState = c.to
+		} else {
+			seg.PeerState = c.to
+		}
+	}
 	if len(r.Segments) < maxCloseSegments {
-		r.Segments = append(r.Segments, Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen})
+		r.Segments = append(r.Segments, seg)
 	} else {
 		r.Truncated = true
 	}
-	own, other := &st.tundFIN, &st.peerFIN
-	otherAcked := &st.peerFINAcked
-	if from == SidePeer {
-		own, other = &st.peerFIN, &st.tundFIN
-		otherAcked = &st.tundFINAcked
+	if eff.finRetx {
+		r.FINRetransmits++
+	}
+	if eff.ackRetx {
+		r.ACKRetransmits++
+	}
+	if eff.n > 0 || eff.finRetx || eff.ackRetx {
+		t.log.count(func(s *CloseStats) {
+			for _, c := range eff.changes[:eff.n] {
+				if h := s.StateTimes[c.from]; c.side == tund && h != nil {
+					h.observe(now.Sub(c.since))
+				}
+			}
+			if eff.finRetx {
+				s.Retransmits[RetransmitKey{from.String(), "FIN"}]++
+			}
+			if eff.ackRetx {
+				s.Retransmits[RetransmitKey{from.String(), "ACK"}]++
+			}
+		})
 	}
 	if f.flags&header.TCPFlagRst != 0 {
-		r.Kind, r.ResetBy = KindReset, from
+		r.Kind, r.ResetBy = KindReset, from.String()
+		if st.finWait2Expired {
+			r.Kind = KindFinWait2Timeout
+		}
 		return true
 	}
-	if f.flags&header.TCPFlagFin != 0 {
-		finSeq := f.seq + uint32(f.payloadLen)
-		if *own != nil {
-			if **own == finSeq {
-				r.FINRetransmits++
-			}
-		} else {
-			*own = &finSeq
-			if *other == nil {
-				if from == SideTund {
-					st.tundFINBeforePeer = true
-				} else {
-					st.peerFINBeforeTund = true
-				}
-			} else if !(f.flags&header.TCPFlagAck != 0 && seqGE(f.ack, **other+1)) && !*otherAcked {
-				// This FIN does not acknowledge the other one: they crossed.
-				st.tundFINBeforePeer, st.peerFINBeforeTund = true, true
-			}
-		}
+	if st.reopened {
+		return from == tund && f.flags&header.TCPFlagAck != 0 && seqGE(f.ack, st.sides.fin[peerSide]+1)
 	}
-	if *other != nil && f.flags&header.TCPFlagAck != 0 && seqGE(f.ack, **other+1) {
-		*otherAcked = true
-	}
-	if st.tundFINAcked && st.peerFINAcked {
+	if st.sides.finAcked[tund] && st.sides.finAcked[peerSide] {
 		r.Kind = st.kind()
 		return true
 	}
@@ -247,21 +460,25 @@ func (st *closeState) add(f tcpFields, from string, now time.Time) bool {
 
 // kind classifies a close whose FINs were both acknowledged.
 func (st *closeState) kind() string {
-	if st.tundFINBeforePeer && st.peerFINBeforeTund {
+	s := &st.sides
+	switch {
+	case st.policy:
+		return KindHalfClosePolicy
+	case s.first[tund] && s.first[peerSide]:
 		return KindSimultaneous
 	}
 	// Four-way if the first FIN was acknowledged by a pure ACK of its own;
 	// three-way if the acknowledgement rode on the second FIN (or on data
 	// that preceded it).
-	second, firstFIN := SidePeer, *st.tundFIN
-	if st.peerFINBeforeTund {
-		second, firstFIN = SideTund, *st.peerFIN
+	second, firstFIN := SidePeer, s.fin[tund]
+	if s.first[peerSide] {
+		second, firstFIN = SideTund, s.fin[peerSide]
 	}
-	for _, s := range st.rec.Segments {
-		if s.From != second || !strings.Contains(s.Flags, "A") || !seqGE(s.Ack, firstFIN+1) {
+	for _, seg := range st.rec.Segments {
+		if seg.From != second || !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, firstFIN+1) {
 			continue
 		}
-		if s.Len == 0 && !strings.Contains(s.Flags, "F") {
+		if seg.Len == 0 && !strings.Contains(seg.Flags, "F") {
 			return KindFourWay
 		}
 		return KindThreeWay
@@ -269,21 +486,75 @@ func (st *closeState) kind() string {
 	return KindFourWay
 }
 
-// sweepLocked finishes closes that saw no segment for the linger time
-// (a FIN-WAIT-2 that never ended, a peer that vanished) as unfinished.
+// markPolicy notes that a service's half-close policy is ending the
+// connection: its record will be of KindHalfClosePolicy.
+func (t *tracer) markPolicy(fl flow) {
+	t.mu.Lock()
+	if st := t.closes[fl]; st != nil {
+		st.policy = true
+	}
+	t.mu.Unlock()
+}
+
+// sweepLocked ends the TIME-WAITs whose 2 x MSL ran out and finishes the
+// closes that saw no segment for the linger time and whose endpoint the
+// stack has freed: a FIN-WAIT-2 that ran out, a FIN never acknowledged, a
+// peer that vanished. A close whose endpoint lives on (a service that
+// keeps its connection in CLOSE-WAIT) is followed on.
 func (t *tracer) sweepLocked(now time.Time) {
+	for fl, tw := range t.timeWaits {
+		if now.After(tw.expires) {
+			t.endTimeWaitLocked(fl, tw, tw.expires)
+		}
+	}
+	var finished []*Close
 	for fl, st := range t.closes {
-		if now.After(st.deadline) {
+		if !now.After(st.deadline) {
+			continue
+		}
+		if t.endpointExists(fl) {
+			st.deadline = now.Add(t.linger)
+			continue
+		}
+		switch s := &st.sides; {
+		case s.state[tund] == "FIN-WAIT-2" || st.finWait2Expired:
+			st.rec.Kind = KindFinWait2Timeout
+		case s.finSent[tund] && !s.finAcked[tund] && st.rec.FINRetransmits > 0:
+			st.rec.Kind = KindRetransmitLimit
+		default:
 			st.rec.Kind = KindUnfinished
-			delete(t.closes, fl)
-			if t.sink != nil {
-				rec := st.rec
-				t.sink(&rec) // the sink never blocks
-			}
+		}
+		delete(t.closes, fl)
+		if !st.reopened {
+			finished = append(finished, &st.rec)
 		}
 	}
 	t.open.Store(int32(len(t.closes)))
 	t.sweepAt = max(256, 2*len(t.closes))
+	for _, c := range finished {
+		t.log.add(c) // never blocks, takes only the log's lock
+	}
+}
+
+// connection returns the state of the stack's endpoint for the flow, if it
+// has one. A listener does not count: the demultiplexer hands out the
+// listener of the port for a 4-tuple it does not know.
+func (t *tracer) connection(fl flow) (tcp.EndpointState, bool) {
+	if t.stack == nil {
+		return 0, false
+	}
+	netProto, id := fl.endpointID()
+	tep, ok := t.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint)
+	if !ok {
+		return 0, false
+	}
+	st := tep.EndpointState()
+	return st, st != tcp.StateListen
+}
+
+func (t *tracer) endpointExists(fl flow) bool {
+	_, ok := t.connection(fl)
+	return ok
 }
 
 func flagString(f header.TCPFlags) string {

@@ -94,4 +94,127 @@ func TestTraceReset(t *testing.T) {
 	if c.Kind != KindReset || c.ResetBy != SideTund || c.Initiator != SideTund {
 		t.Errorf("got %s by %s (reset by %q): %s", c.Kind, c.Initiator, c.ResetBy, ladder(c))
 	}
+	if n := p.st.CloseStats().Resets[ResetKey{"sent", ResetAbort}]; n != 1 {
+		t.Errorf("RST counted %d times as an abort: %v", n, p.st.CloseStats().Resets)
+	}
+}
+
+// awaitRecord returns the next record from ch, waiting up to 3 s.
+func awaitRecord(t *testing.T, ch <-chan *Close) *Close {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(3 * time.Second):
+		t.Fatal("no close record")
+		return nil
+	}
+}
+
+// TestTraceFinalACKLost replays the peer's FIN while tund is in TIME-WAIT,
+// as a peer does whose LAST-ACK never got tund's final ACK: the record is
+// filed again with the replay, and the TIME-WAIT time counts from entering
+// it to 2 x MSL after the second ACK.
+func TestTraceFinalACKLost(t *testing.T) {
+	p := connect(t, 0)
+	ch, stop := p.st.SubscribeCloses()
+	defer stop()
+	p.conn.Close()
+	fin := p.next(time.Second)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.next(time.Second) // the final ACK, "lost"
+	first := awaitRecord(t, ch)
+	if first.FinalACKLost || ladder(first) != "tund:FA peer:FA tund:A" {
+		t.Fatalf("first record: %+v", first)
+	}
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	if again := p.next(time.Second); again.flags != header.TCPFlagAck || again.ack != peerISS+2 {
+		t.Fatalf("tund answered the replayed FIN with %s ack %d", flagString(again.flags), again.ack)
+	}
+	c := awaitRecord(t, ch)
+	if c.ID != first.ID || !c.FinalACKLost || c.FINRetransmits != 1 || c.ACKRetransmits != 1 || c.Kind != first.Kind ||
+		ladder(c) != "tund:FA peer:FA tund:A peer:FA tund:A" {
+		t.Errorf("amended record: id %d (first %d) kind %s lost=%v finRetx=%d ackRetx=%d %s",
+			c.ID, first.ID, c.Kind, c.FinalACKLost, c.FINRetransmits, c.ACKRetransmits, ladder(c))
+	}
+	if first.FinalACKLost || len(first.Segments) != 3 {
+		t.Errorf("the first record changed under its readers: %+v", first)
+	}
+	if recs := p.st.Closes(); len(recs) != 1 || recs[0] != c {
+		t.Errorf("/closes keeps %d records, want the amended one only", len(recs))
+	}
+	s := p.st.CloseStats()
+	if s.FinalACKLost != 1 || s.Retransmits[RetransmitKey{SidePeer, "FIN"}] != 1 || s.Retransmits[RetransmitKey{SideTund, "ACK"}] != 1 ||
+		s.Closes[CloseKey{c.Kind, SideTund}] != 1 {
+		t.Errorf("stats: %+v", s)
+	}
+	// 2 x MSL (2 s) after the second ACK, TIME-WAIT ends.
+	tr := p.st.tracer
+	tr.mu.Lock()
+	tr.sweepLocked(c.End.Add(2*time.Second - time.Millisecond))
+	early := len(tr.timeWaits)
+	tr.sweepLocked(c.End.Add(2*time.Second + time.Millisecond))
+	late := len(tr.timeWaits)
+	tr.mu.Unlock()
+	h := p.st.CloseStats().StateTimes["TIME-WAIT"]
+	want := c.End.Add(2 * time.Second).Sub(c.Segments[1].At).Seconds()
+	if early != 1 || late != 0 || h.Count != 1 || h.Sum < want-0.001 || h.Sum > want+0.001 {
+		t.Errorf("TIME-WAIT entries %d then %d; histogram count %d sum %.4f s, want 1 of %.4f s", early, late, h.Count, h.Sum, want)
+	}
+}
+
+// TestTraceFinWait2Timeout lets tund's FIN-WAIT-2 run out (1 s), then sends
+// the peer's late FIN: tund no longer knows the connection and resets it.
+func TestTraceFinWait2Timeout(t *testing.T) {
+	p := connect(t, 0)
+	p.conn.Close()
+	fin := p.next(time.Second)
+	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
+	awaitStateCount(t, p.st, "FIN-WAIT-2", 1)
+	awaitStateCount(t, p.st, "FIN-WAIT-2", 0)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	if rst := p.next(time.Second); rst.flags&header.TCPFlagRst == 0 {
+		t.Fatalf("late FIN answered with %s", flagString(rst.flags))
+	}
+	c := awaitClose(t, p)
+	if c.Kind != KindFinWait2Timeout || c.ResetBy != SideTund || ladder(c) != "tund:FA peer:A peer:FA tund:R" {
+		t.Errorf("got %s (reset by %s): %s", c.Kind, c.ResetBy, ladder(c))
+	}
+	s := p.st.CloseStats()
+	// When FIN-WAIT-2 ran out the wire does not say: it is not timed.
+	if s.Resets[ResetKey{"sent", ResetNoConnection}] != 1 || s.StateTimes["FIN-WAIT-2"].Count != 0 || s.StateTimes["FIN-WAIT-1"].Count != 1 {
+		t.Errorf("resets %v, FIN-WAIT-1/2 observations %d/%d", s.Resets, s.StateTimes["FIN-WAIT-1"].Count, s.StateTimes["FIN-WAIT-2"].Count)
+	}
+}
+
+// TestTraceHalfClosePolicy closes at the peer's FIN as a half-close=close
+// service does: the record says the policy ended it.
+func TestTraceHalfClosePolicy(t *testing.T) {
+	p := connect(t, 0)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, p.iss+1)
+	p.next(time.Second)
+	p.readEOF()
+	p.conn.NoteHalfClose(HalfCloseClosed)
+	p.conn.Close()
+	fin := p.next(time.Second)
+	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	c := awaitClose(t, p)
+	if c.Kind != KindHalfClosePolicy || c.Initiator != SidePeer {
+		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
+	}
+	if n := p.st.CloseStats().HalfClose[HalfCloseClosed]; n != 1 {
+		t.Errorf("half-close closed counted %d times, want 1", n)
+	}
+}
+
+// awaitStateCount polls the stack until n endpoints are in state.
+func awaitStateCount(t *testing.T, st *Stack, state string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for st.StateCounts()[state] != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d endpoints in %s after 3 s, want %d", st.StateCounts()[state], state, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

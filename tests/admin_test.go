@@ -63,6 +63,23 @@ func TestAdmin(t *testing.T) {
 		t.Logf("TIME-WAIT gauge back to 0 %v after the close (2 x MSL = 2 s)", gone.Round(time.Millisecond))
 	}
 
+	// The time tund spent in TIME-WAIT, measured off the wire: from the
+	// client's FIN to 2 x MSL after tund's last ACK, counted once the
+	// tracer's sweep (every 2.5 s) sees it end.
+	const twCount, twSum = `tund_tcp_close_state_seconds_count{state="TIME-WAIT"}`, `tund_tcp_close_state_seconds_sum{state="TIME-WAIT"}`
+	for metric(t, ns, twCount) != 1 {
+		if time.Since(closed) > 8*time.Second {
+			t.Fatalf("%s = %v 8 s after the close, want 1", twCount, metric(t, ns, twCount))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if sum := metric(t, ns, twSum); sum < 1.99 || sum > 2.1 {
+		t.Errorf("TIME-WAIT lasted %v s by the histogram, want 2 x MSL = 2 s", sum)
+	}
+	if n := metric(t, ns, `tund_tcp_close_state_seconds_count{state="FIN-WAIT-1"}`); n != 1 {
+		t.Errorf("FIN-WAIT-1 observed %v times, want 1", n)
+	}
+
 	before := metric(t, ns, `tund_fin_ack_merge_total{outcome="carried"}`) + metric(t, ns, `tund_fin_ack_merge_total{outcome="merged"}`)
 	ns.MustRun("sh", "-c", fmt.Sprintf("printf x | nc -N %s 7", stackV4))
 	after := metric(t, ns, `tund_fin_ack_merge_total{outcome="carried"}`) + metric(t, ns, `tund_fin_ack_merge_total{outcome="merged"}`)

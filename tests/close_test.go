@@ -94,13 +94,16 @@ func TestHalfClosePolicy(t *testing.T) {
 		if strings.TrimSpace(out) != "5000000" {
 			t.Errorf("got %s bytes after the half-close, want 5000000", out)
 		}
+		if n := metric(t, ns, `tund_half_close_actions_total{action="allowed"}`); n != 1 {
+			t.Errorf("half-close allowed counted %v times, want 1", n)
+		}
 	})
 	for _, c := range []struct {
-		policy   string
-		min, max time.Duration // from the client's FIN to tund's FIN
+		policy, action string
+		min, max       time.Duration // from the client's FIN to tund's FIN
 	}{
-		{"close", 0, 200 * time.Millisecond},
-		{"1s", 900 * time.Millisecond, 3 * time.Second},
+		{"close", "closed", 0, 200 * time.Millisecond},
+		{"1s", "timeout", 900 * time.Millisecond, 3 * time.Second},
 	} {
 		t.Run(c.policy, func(t *testing.T) {
 			ns := newNS(t)
@@ -120,6 +123,12 @@ func TestHalfClosePolicy(t *testing.T) {
 			t.Logf("policy %s: %s bytes arrived, tund's FIN %v after the client's", c.policy, strings.TrimSpace(out), gap)
 			if gap < c.min || gap > c.max {
 				t.Errorf("tund's FIN came %v after the client's, want within [%v, %v]", gap, c.min, c.max)
+			}
+			if n := metric(t, ns, `tund_half_close_actions_total{action="`+c.action+`"}`); n != 1 {
+				t.Errorf("half-close %s counted %v times, want 1", c.action, n)
+			}
+			if n := metric(t, ns, `tund_tcp_closes_total{initiator="peer",kind="half-close-policy"}`); n != 1 {
+				t.Errorf("closes of kind half-close-policy: %v, want 1", n)
 			}
 			for i, s := range conv.Segs {
 				if s.Has(flagRST) && conv.FromServer(s) {
@@ -254,6 +263,14 @@ func TestAbortiveClose(t *testing.T) {
 		abort := c.Server.Port() == 1313
 		if fin == abort || rst != abort {
 			t.Errorf("port %d: tund sent FIN %v, RST %v; want abort=%v:%s", c.Server.Port(), fin, rst, abort, c)
+		}
+	}
+	// The RST is counted as an abort; a SYN to a closed port draws one
+	// counted as refused.
+	ns.Run("nc", "-z", "-w", "2", stackV4, "1999")
+	for reason, want := range map[string]float64{"abort": 1, "refused": 1} {
+		if n := metric(t, ns, `tund_tcp_resets_total{direction="sent",reason="`+reason+`"}`); n != want {
+			t.Errorf("RSTs sent for %s: %v, want %v", reason, n, want)
 		}
 	}
 }

@@ -84,6 +84,7 @@ func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []b
 	if len(answers) != len(offsets) {
 		t.Fatalf("captured %d replayed FINs, want %d: %v", len(answers), len(offsets), segs)
 	}
+	acks := 0
 	for i, want := range wantACKed {
 		acked := false
 		for _, s := range answers[i] {
@@ -93,6 +94,47 @@ func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []b
 		if acked != want {
 			t.Errorf("FIN replayed at %v: ACKed %v, want %v (answers %v)", offsets[i], acked, want, answers[i])
 		}
+		if acked {
+			acks++
+		}
+	}
+
+	// tund's record of the close: the replays it ACKed in TIME-WAIT are
+	// added to it (the final ACK was lost), segment for segment as the
+	// wire shows them; a replay after TIME-WAIT is a new close that tund
+	// resets, not knowing the connection any more.
+	var closeRec *closeRecord
+	resets := 0
+	for _, r := range closeRecords(t, ns) {
+		switch {
+		case r.Remote != c.Client:
+		case r.Kind == "reset" && r.Initiator == "peer" && r.ResetBy == "tund":
+			resets++
+		case closeRec == nil && r.Initiator == "tund":
+			closeRec = &r
+		default:
+			t.Errorf("unexpected record %+v", r)
+		}
+	}
+	if closeRec == nil {
+		t.Fatal("no record of the close")
+	}
+	t.Logf("record: %s close, final ACK lost %v, %d FIN and %d ACK retransmissions, %d segments",
+		closeRec.Kind, closeRec.FinalACKLost, closeRec.FINRetransmits, closeRec.ACKRetransmits, len(closeRec.Segments))
+	if closeRec.FinalACKLost != (acks > 0) || closeRec.FINRetransmits != acks || closeRec.ACKRetransmits != acks || resets != len(offsets)-acks {
+		t.Errorf("record says final ACK lost %v, %d FIN and %d ACK retransmissions, %d resets; want %v, %d, %d, %d",
+			closeRec.FinalACKLost, closeRec.FINRetransmits, closeRec.ACKRetransmits, resets, acks > 0, acks, acks, len(offsets)-acks)
+	}
+	whole := *c
+	whole.Segs = append([]Segment(nil), c.Segs...)
+	for _, s := range segs { // the replays' capture has no SYN to find them by
+		if s.Src == c.Client || s.Dst == c.Client {
+			whole.Segs = append(whole.Segs, s)
+		}
+	}
+	agree(t, *closeRec, &whole)
+	if got := metric(t, ns, "tund_tcp_final_ack_lost_total"); got != float64(acks) {
+		t.Errorf("tund_tcp_final_ack_lost_total = %v, want %d", got, acks)
 	}
 }
 

@@ -13,11 +13,15 @@ import (
 
 // closeRecord is a record of /closes, as tund's JSON gives it.
 type closeRecord struct {
-	Local, Remote netip.AddrPort
-	Initiator     string
-	Kind          string
-	ResetBy       string `json:"reset_by"`
-	Segments      []struct {
+	ID             uint64
+	Local, Remote  netip.AddrPort
+	Initiator      string
+	Kind           string
+	ResetBy        string `json:"reset_by"`
+	FINRetransmits int    `json:"fin_retransmits"`
+	ACKRetransmits int    `json:"ack_retransmits"`
+	FinalACKLost   bool   `json:"final_ack_lost"`
+	Segments       []struct {
 		From  string
 		Flags string
 		Seq   uint32
@@ -109,7 +113,8 @@ func agree(t *testing.T, rec closeRecord, conv *Conversation) {
 
 // TestCloseRecords runs each close scenario against tund with kernel
 // clients and checks that tund's record (kind, initiator) is right and
-// agrees with tcpdump on the same TUN device, segment for segment.
+// agrees with tcpdump on the same TUN device, segment for segment. The
+// TIME-WAIT scenario with a replayed FIN is in TestTimeWaitReplayedFIN.
 func TestCloseRecords(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns, "--fin-wait2", "1s", "--serve",
@@ -152,7 +157,7 @@ func TestCloseRecords(t *testing.T) {
 	c = dial(19) // half-close policy close
 	c.CloseWrite()
 	io.Copy(io.Discard, c)
-	scenarios = append(scenarios, scenario{"half-close policy", "", "peer", "", localAddr(c)})
+	scenarios = append(scenarios, scenario{"half-close policy", "half-close-policy", "peer", "", localAddr(c)})
 
 	// Simultaneous: tund's FIN is held back from the client until its own
 	// FIN has crossed it.
@@ -170,7 +175,7 @@ func TestCloseRecords(t *testing.T) {
 	awaitState(t, ns, localAddr(c), "FIN-WAIT-2")
 	awaitState(t, ns, localAddr(c), "") // --fin-wait2 1s
 	c.CloseWrite()
-	scenarios = append(scenarios, scenario{"FIN-WAIT-2 timeout", "reset", "tund", "tund", localAddr(c)})
+	scenarios = append(scenarios, scenario{"FIN-WAIT-2 timeout", "fin-wait2-timeout", "tund", "tund", localAddr(c)})
 
 	recs := map[netip.AddrPort]closeRecord{}
 	for _, s := range scenarios {

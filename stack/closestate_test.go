@@ -1,0 +1,80 @@
+package stack
+
+import (
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// TestCloseSides plays the closes of RFC 9293 §3.6 (Figures 12 and 13) and
+// checks the state each side enters with each segment.
+func TestCloseSides(t *testing.T) {
+	const (
+		F = header.TCPFlagFin | header.TCPFlagAck
+		A = header.TCPFlagAck
+		R = header.TCPFlagRst
+	)
+	type step struct {
+		from             side
+		flags            header.TCPFlags
+		seq, ack         uint32
+		len              int
+		tundTo, peerTo   string
+		finRetx, ackRetx bool
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"four-way, tund first", []step{
+			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
+			{from: peerSide, flags: A, seq: 500, ack: 101, tundTo: "FIN-WAIT-2"},
+			{from: peerSide, flags: F, seq: 500, ack: 101, tundTo: "TIME-WAIT", peerTo: "LAST-ACK"},
+			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "CLOSED"},
+		}},
+		{"three-way, peer first, data before the FIN", []step{
+			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSE-WAIT", peerTo: "FIN-WAIT-1"},
+			{from: tund, flags: A, seq: 100, ack: 501, len: 10, peerTo: "FIN-WAIT-2"},
+			{from: tund, flags: F, seq: 110, ack: 501, tundTo: "LAST-ACK", peerTo: "TIME-WAIT"},
+			{from: peerSide, flags: A, seq: 501, ack: 111, tundTo: "CLOSED"},
+		}},
+		{"simultaneous", []step{
+			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
+			// The peer's FIN left before tund's arrived: it does not ACK it.
+			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSING", peerTo: "LAST-ACK"},
+			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "CLOSED"},
+			{from: peerSide, flags: A, seq: 501, ack: 101, tundTo: "TIME-WAIT"},
+		}},
+		{"lost final ACK", []step{
+			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
+			{from: peerSide, flags: F, seq: 500, ack: 101, tundTo: "TIME-WAIT", peerTo: "LAST-ACK"},
+			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "CLOSED"},
+			{from: peerSide, flags: F, seq: 500, ack: 101, finRetx: true},
+			{from: tund, flags: A, seq: 101, ack: 501, ackRetx: true},
+		}},
+		{"reset in CLOSE-WAIT", []step{
+			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSE-WAIT", peerTo: "FIN-WAIT-1"},
+			{from: tund, flags: R, seq: 100, tundTo: "CLOSED", peerTo: "CLOSED"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := newCloseSides(time.Now())
+			for i, s := range tc.steps {
+				eff := cs.apply(tcpFields{flags: s.flags, seq: s.seq, ack: s.ack, payloadLen: s.len}, s.from, time.Now())
+				var tundTo, peerTo string
+				for _, c := range eff.changes[:eff.n] {
+					if c.side == tund {
+						tundTo = c.to
+					} else {
+						peerTo = c.to
+					}
+				}
+				if tundTo != s.tundTo || peerTo != s.peerTo || eff.finRetx != s.finRetx || eff.ackRetx != s.ackRetx {
+					t.Errorf("step %d (%s %s): tund→%q peer→%q finRetx=%v ackRetx=%v; want tund→%q peer→%q finRetx=%v ackRetx=%v",
+						i, s.from, flagString(s.flags), tundTo, peerTo, eff.finRetx, eff.ackRetx, s.tundTo, s.peerTo, s.finRetx, s.ackRetx)
+				}
+			}
+		})
+	}
+}
