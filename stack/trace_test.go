@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -216,5 +217,30 @@ func awaitStateCount(t *testing.T, st *Stack, state string, n int) {
 			t.Fatalf("%d endpoints in %s after 3 s, want %d", st.StateCounts()[state], state, n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTraceRetransmitLimit never acknowledges tund's FIN: tund retransmits
+// it until its user timeout (500 ms) gives up, and the record, finished by
+// the sweep once the endpoint is gone, says so.
+func TestTraceRetransmitLimit(t *testing.T) {
+	p := connect(t, 0)
+	timeout := tcpip.TCPUserTimeoutOption(500 * time.Millisecond)
+	if err := p.conn.ep.SetSockOpt(&timeout); err != nil {
+		t.Fatal(err)
+	}
+	p.conn.Close()
+	p.next(time.Second) // the FIN
+	p.next(time.Second) // and again: the ACK never comes
+	awaitStateCount(t, p.st, "FIN-WAIT-1", 0)
+	ch, stop := p.st.SubscribeCloses()
+	defer stop()
+	tr := p.st.tracer
+	tr.mu.Lock()
+	tr.sweepLocked(time.Now().Add(closeLinger + time.Second))
+	tr.mu.Unlock()
+	c := awaitRecord(t, ch)
+	if c.Kind != KindRetransmitLimit || c.Initiator != SideTund || c.FINRetransmits < 1 {
+		t.Errorf("got %s by %s with %d FIN retransmissions: %s", c.Kind, c.Initiator, c.FINRetransmits, ladder(c))
 	}
 }
