@@ -24,6 +24,8 @@ type collector struct {
 	lostACK  *prometheus.Desc
 	halfOpen *prometheus.Desc
 	resets   *prometheus.Desc
+	refused  *prometheus.Desc
+	open     *prometheus.Desc
 	counters []counter
 }
 
@@ -41,6 +43,8 @@ func newCollector(st *stack.Stack) *collector {
 		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs, and pure ACKs of FINs, sent again during closes, by the side that sent them.", []string{"side", "segment"}, nil),
 		lostACK:  prometheus.NewDesc("tund_tcp_final_ack_lost_total", "FINs the peer sent again while tund was in TIME-WAIT: tund's final ACK had not reached it.", nil, nil),
 		halfOpen: prometheus.NewDesc("tund_half_close_actions_total", "What services' half-close policies did when a peer half-closed: allowed (went on sending), closed (at the FIN), timeout (when the half-open time ran out).", []string{"action"}, nil),
+		refused:  prometheus.NewDesc("tund_tcp_conns_refused_total", "Connections reset at once because --max-conns connections were open.", nil, nil),
+		open:     prometheus.NewDesc("tund_tcp_conns_open", "Connections that services hold open (what --max-conns bounds).", nil, nil),
 		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
@@ -59,6 +63,7 @@ func newCollector(st *stack.Stack) *collector {
 	add("tund_tcp_segments_sent_total", "Segments sent.", func(s *tcpip.TCPStats) uint64 { return s.SegmentsSent.Value() })
 	add("tund_tcp_segments_received_total", "Valid segments received.", func(s *tcpip.TCPStats) uint64 { return s.ValidSegmentsReceived.Value() })
 	add("tund_tcp_invalid_segments_received_total", "Segments dropped as invalid (bad header or checksum).", func(s *tcpip.TCPStats) uint64 { return s.InvalidSegmentsReceived.Value() })
+	add("tund_tcp_listen_overflow_syn_cookies_sent_total", "SYN cookies sent because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynCookieSent.Value() })
 	add("tund_tcp_listen_overflow_syn_drop_total", "SYNs dropped because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynDrop.Value() })
 	return c
 }
@@ -72,6 +77,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lostACK
 	ch <- c.halfOpen
 	ch <- c.resets
+	ch <- c.refused
+	ch <- c.open
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -109,6 +116,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range cs.Resets {
 		ch <- prometheus.MustNewConstMetric(c.resets, prometheus.CounterValue, float64(v), k.Direction, k.Reason)
 	}
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.st.Refused()))
+	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(c.st.OpenConns()))
 	stats := c.st.GVisor().Stats().TCP
 	for _, k := range c.counters {
 		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(k.value(&stats)))

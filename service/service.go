@@ -1,7 +1,8 @@
 // Package service holds the small TCP services that tund hosts on its stack:
-// the classic echo, discard, daytime and chargen (RFC 862, 863, 867, 864) and
-// a minimal HTTP server, so that unmodified clients have something to talk to
-// and something to close.
+// the classic echo, discard, daytime and chargen (RFC 862, 863, 867, 864), a
+// minimal HTTP server, so that unmodified clients have something to talk to
+// and something to close, and a proxy to a kernel address, so that any
+// kernel server can be reached through tund's TCP.
 package service
 
 import (
@@ -9,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/tund/tund/forward"
 	"github.com/tund/tund/stack"
 )
 
@@ -22,10 +25,18 @@ import (
 type Spec struct {
 	Name string
 	Port uint16
+	// Target is where proxy carries its connections; the other services
+	// have none.
+	Target netip.AddrPort
 	Options
 }
 
-func (s Spec) String() string { return fmt.Sprintf("%s:%d/%s", s.Name, s.Port, s.Options) }
+func (s Spec) String() string {
+	if s.Target.IsValid() {
+		return fmt.Sprintf("%s:%d=%s/%s", s.Name, s.Port, s.Target, s.Options)
+	}
+	return fmt.Sprintf("%s:%d/%s", s.Name, s.Port, s.Options)
+}
 
 // handler serves one accepted connection. It owns c and closes it with
 // c.finish.
@@ -41,6 +52,7 @@ var handlers = map[string]struct {
 	"daytime": {13, serveDaytime},
 	"chargen": {19, serveChargen},
 	"http":    {80, nil}, // served by net/http, see http.go
+	"proxy":   {0, nil},  // no port of its own; see proxy.go
 }
 
 // Names returns the known service names, sorted.
@@ -54,8 +66,10 @@ func Names() []string {
 }
 
 // ParseList parses a comma-separated list of NAME[:PORT][/OPTION...], such
-// as "http:80,echo:7,daytime/abort,chargen/half-close=close". A name without
-// a port gets its well-known port; a port may carry one service only.
+// as "http:80,echo:7,daytime/abort,chargen/half-close=close", and
+// proxy:PORT=IP:PORT[/OPTION...] for the proxy, which needs both a port and
+// a target (proxy:8080=127.0.0.1:80). A name without a port gets its
+// well-known port; a port may carry one service only.
 // Options override defaults for that service:
 //
 //	half-close=allow|close|DURATION   what to do when the peer half-closes
@@ -72,10 +86,24 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 			continue
 		}
 		item, optText, _ := strings.Cut(item, "/")
+		item, targetText, hasTarget := strings.Cut(item, "=")
 		name, portText, hasPort := strings.Cut(item, ":")
 		h, ok := handlers[name]
 		if !ok {
 			return nil, fmt.Errorf("unknown service %q (known: %s)", name, strings.Join(Names(), ", "))
+		}
+		var target netip.AddrPort
+		switch {
+		case name == "proxy" && (!hasPort || !hasTarget):
+			return nil, fmt.Errorf("service proxy needs a port and a target: proxy:PORT=IP:PORT, such as proxy:8080=127.0.0.1:80")
+		case name == "proxy":
+			t, err := forward.ParseTarget(targetText)
+			if err != nil {
+				return nil, fmt.Errorf("service proxy: %w", err)
+			}
+			target = t
+		case hasTarget:
+			return nil, fmt.Errorf("service %q takes no target (=%s); only proxy does", name, targetText)
 		}
 		port := h.port
 		if hasPort {
@@ -102,7 +130,7 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 			return nil, fmt.Errorf("service http takes only the fin-ack-merge option")
 		}
 		ports[port] = name
-		specs = append(specs, Spec{Name: name, Port: port, Options: opts})
+		specs = append(specs, Spec{Name: name, Port: port, Target: target, Options: opts})
 	}
 	if len(specs) == 0 {
 		return nil, errors.New("no service given")
@@ -164,6 +192,10 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, log *slog.Logger)
 	h, ok := handlers[spec.Name]
 	if !ok {
 		return fmt.Errorf("unknown service %q", spec.Name)
+	}
+	if spec.Name == "proxy" {
+		h.serve = proxyTo(spec.Target)
+		log = log.With("target", spec.Target.String())
 	}
 	var (
 		wg    sync.WaitGroup

@@ -100,7 +100,11 @@ func newCloseLog() *closeLog {
 		StateTimes:  map[string]*Histogram{},
 	}
 	for _, s := range closingStates {
-		l.stats.StateTimes[s] = &Histogram{Buckets: make(map[float64]uint64, len(stateBuckets))}
+		h := &Histogram{Buckets: make(map[float64]uint64, len(stateBuckets))}
+		for _, b := range stateBuckets {
+			h.Buckets[b] = 0 // every bound is reported, empty or not
+		}
+		l.stats.StateTimes[s] = h
 	}
 	return l
 }

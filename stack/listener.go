@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -59,6 +60,14 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 	for {
 		ep, wq, terr := l.ep.Accept(nil)
 		if terr == nil {
+			if max := l.st.maxConns; max > 0 && l.st.active.Load() >= int64(max) {
+				// Over the limit: reset it now rather than let it wait in
+				// a queue that grows (RFC 9293 §3.10.4 abort).
+				ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
+				ep.Close()
+				l.st.refused.Add(1)
+				continue
+			}
 			return l.st.newConn(wq, ep), nil
 		}
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
@@ -94,13 +103,24 @@ func (l *Listener) Addr() net.Addr {
 // (CloseWrite, CloseRead) it gives access to the endpoint's close path.
 type Conn struct {
 	*gonet.TCPConn
-	ep tcpip.Endpoint
-	st *Stack
+	ep     tcpip.Endpoint
+	st     *Stack
+	closed atomic.Bool
 }
 
 // newConn wraps a connected endpoint.
 func (s *Stack) newConn(wq *waiter.Queue, ep tcpip.Endpoint) *Conn {
+	s.active.Add(1)
 	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, st: s}
+}
+
+// Close closes the connection: FIN, after the data written so far (RST if
+// data that arrived was not read, as in Linux).
+func (c *Conn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.st.active.Add(-1)
+	}
+	return c.TCPConn.Close()
 }
 
 // Half-close policy actions, as Conn.NoteHalfClose takes them.

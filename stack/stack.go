@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -55,6 +56,11 @@ type Config struct {
 	// connection (RFC 9293 §3.10.7.4, Linux's default); otherwise it is
 	// ignored (RFC 1337), which is gVisor's behaviour.
 	TimeWaitRSTCloses bool
+	// MaxConns, when not zero, bounds the connections that services hold
+	// open at once: a connection accepted beyond it is reset at once and
+	// counted (Stack.Refused), so that a storm cannot take the memory that
+	// established connections need.
+	MaxConns int
 	// NoTrace turns the close tracer off (for measuring what it costs).
 	NoTrace bool
 	// Pcap, when not nil, receives every packet that crosses the link, in
@@ -69,6 +75,10 @@ type Stack struct {
 	merge  *mergeEndpoint
 	tracer *tracer // nil when tracing is off
 	closes *closeLog
+
+	maxConns int
+	active   atomic.Int64  // Conns open (not yet closed by their holder)
+	refused  atomic.Uint64 // connections reset for MaxConns
 }
 
 // New builds a stack with IPv4, IPv6, ICMP (echo answered by the network
@@ -77,8 +87,8 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if len(c.Addrs) == 0 {
 		return nil, errors.New("stack: no address to bind")
 	}
-	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 {
-		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v) or merge window (%v)", c.MSL, c.FinWait2, c.FINACKMerge)
+	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 {
+		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v) or connection limit (%d)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns)
 	}
 	if c.Pcap != nil {
 		var err error
@@ -137,7 +147,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, tracer: tr, closes: closes}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -171,6 +181,13 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 
 // Addrs returns the stack's own addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }
+
+// OpenConns returns how many connections services hold open.
+func (s *Stack) OpenConns() int64 { return s.active.Load() }
+
+// Refused returns how many connections were reset because MaxConns were
+// open.
+func (s *Stack) Refused() uint64 { return s.refused.Load() }
 
 // MergeStats returns the counters of the FIN/ACK merge.
 func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }

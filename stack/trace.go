@@ -77,7 +77,8 @@ type Close struct {
 	Remote    netip.AddrPort `json:"remote"`
 	Initiator string         `json:"initiator"` // side that sent the first FIN or RST
 	Kind      string         `json:"kind"`
-	// ResetBy names the side that sent the RST, for KindReset.
+	// ResetBy names the side that sent the RST that ended the close: for
+	// KindReset, and for KindFinWait2Timeout when a late FIN drew one.
 	ResetBy string `json:"reset_by,omitempty"`
 	// FINRetransmits counts FINs sent again by either side.
 	FINRetransmits int `json:"fin_retransmits"`

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tund/tund/admin"
+	"github.com/tund/tund/forward"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
 	"github.com/tund/tund/tun"
@@ -32,6 +33,7 @@ type options struct {
 	tun       tun.Config
 	stack     stack.Config
 	services  []service.Spec
+	dials     []forward.Rule
 	logLevel  slog.Level
 	logFormat string
 }
@@ -64,6 +66,8 @@ its kernel side the --tun-addr addresses, and answers for the --addr
 addresses with a gVisor TCP/IP stack that hosts the --serve services. Any
 program in the namespace reaches them by routing, e.g.
   curl http://198.18.0.2/    printf hi | nc -N 198.18.0.2 7
+The proxy service carries the stack's connections on to a kernel server;
+--dial carries kernel clients out through the stack, tund as their client.
 
 Needs CAP_NET_ADMIN (root) and /dev/net/tun. SIGINT or SIGTERM stops tund and
 removes the interface.
@@ -89,15 +93,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.tun.MTU, "mtu", tun.DefaultMTU, "link `MTU` in bytes, 1280 to 65535")
 	fs.IntVar(&o.tun.Queues, "queues", 1, "number of TUN queues (`N` > 1 opens the device multi-queue)")
 	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME[:PORT][/OPTION...]; names: "+strings.Join(service.Names(), ", ")+
-		";\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
+		";\nproxy:PORT=IP:PORT[/OPTION...] carries connections to PORT on to a kernel address (e.g. proxy:8080=127.0.0.1:80);\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
 	halfClose := fs.String("half-close", "allow", "`policy`: what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
 	twRST := fs.String("time-wait-rst", "ignore", "`what` an RST does to a connection in TIME-WAIT: ignore (RFC 1337, gVisor) or close\n(RFC 9293 and Linux's default: TIME-WAIT ends early)")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
+	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
 	trace := fs.Bool("trace", true, "record every close (/closes, tund closes); false only to measure what tracing costs")
 	fs.StringVar(&o.pcap, "pcap", "", "write every packet crossing the TUN device to `file` in pcap format (tcpdump -r, Wireshark)")
+	dial := dialFlag(fs)
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +149,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.stack.MSL < 0 {
 		return nil, errors.New("--msl must not be negative")
 	}
+	if o.stack.MaxConns < 0 {
+		return nil, errors.New("--max-conns must not be negative (0: no limit)")
+	}
 	if o.stack.FinWait2 < 0 {
 		return nil, errors.New("--fin-wait2 must not be negative")
 	}
@@ -155,6 +164,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
 	}
 	o.stack.NoTrace = !*trace
+	if err := parseDials(dial, o); err != nil {
+		return nil, err
+	}
 	if err := o.tun.Validate(); err != nil {
 		return nil, fmt.Errorf("%w (see --help)", err)
 	}

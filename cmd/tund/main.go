@@ -106,11 +106,15 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	dialLns, err := listenDials(o.dials)
+	if err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(o.services)+1)
+	errc := make(chan error, len(o.services)+len(o.dials)+1)
 	if adminLn != nil {
 		wg.Add(1)
 		go func() {
@@ -137,6 +141,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 			}
 		}()
 	}
+	serveDials(ctx, &wg, dialLns, o.dials, st, log, func(err error) { errc <- err; cancel() })
 	log.Info("ready", "admin", adminAddr(adminLn), "pcap", o.pcap, "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
 		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge, "time_wait_rst_closes", o.stack.TimeWaitRSTCloses)
 
