@@ -52,19 +52,29 @@ func NewHTTPHandler() http.Handler {
 	return mux
 }
 
-// serveHTTP serves newHTTPHandler on ln until ctx ends, then closes the
-// listener and every connection.
-func serveHTTP(ctx context.Context, ln net.Listener, log *slog.Logger) error {
+// serveHTTP serves newHTTPHandler on ln until ctx ends, then shuts down:
+// idle connections are closed at once, active ones when their response is
+// done, and whatever is left after drain is closed.
+func serveHTTP(ctx context.Context, ln net.Listener, drain time.Duration, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           NewHTTPHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		dctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		if srv.Shutdown(dctx) != nil {
+			srv.Close()
+		}
+	})
 	defer stop()
 	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
+		<-stopped // Serve returns at once; Shutdown is what waits
 		return nil
 	}
 	return fmt.Errorf("http:%s: %w", ln.Addr(), err)

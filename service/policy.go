@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +91,18 @@ type conn struct {
 	mu       sync.Mutex
 	timer    *time.Timer
 	finished bool // closed by finish: a read's EOF is then our own doing
+	stopping bool // tund is stopping: finish drains before it closes
+}
+
+// shutdown starts a graceful end while tund stops: tund's FIN goes out
+// after everything written so far, and the handler's reads and writes end
+// by the deadline at the latest.
+func (c *conn) shutdown(deadline time.Time) {
+	c.mu.Lock()
+	c.stopping = true
+	c.mu.Unlock()
+	c.SetDeadline(deadline)
+	c.CloseWrite()
 }
 
 // peerClosed applies the half-close policy; a service calls it when a read
@@ -153,10 +166,16 @@ func (c *conn) finish() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	stopping := c.stopping
 	c.mu.Unlock()
 	if c.opts.Abort {
 		c.Abort()
 		return
+	}
+	if stopping {
+		// Closing with unread data would send RST (RFC 9293 §3.10.4, as
+		// Linux): read and drop until the peer's FIN or the deadline.
+		io.Copy(io.Discard, c.Conn)
 	}
 	c.Close()
 }

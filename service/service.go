@@ -182,12 +182,15 @@ func parseOptions(text string, o Options) (Options, error) {
 }
 
 // Serve accepts connections on ln and serves spec on each until ctx ends.
-// Then it closes ln and every open connection, waits for the handlers to
-// return, and returns nil. Any other accept error is returned.
-func Serve(ctx context.Context, ln *stack.Listener, spec Spec, log *slog.Logger) error {
+// Then it stops accepting and ends every open connection gracefully: FIN
+// after what the service has written, and what the peer still sends is
+// read and dropped until its FIN, so that no unread data turns the close
+// into a RST. After drain it stops waiting. It returns nil once every
+// handler has returned; any other accept error is returned.
+func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Duration, log *slog.Logger) error {
 	log = log.With("service", spec.Name, "port", spec.Port)
 	if spec.Name == "http" {
-		return serveHTTP(ctx, ln, log)
+		return serveHTTP(ctx, ln, drain, log)
 	}
 	h, ok := handlers[spec.Name]
 	if !ok {
@@ -204,9 +207,10 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, log *slog.Logger)
 	)
 	closeAll := func() {
 		ln.Close()
+		deadline := time.Now().Add(drain)
 		mu.Lock()
 		for c := range conns {
-			c.Close()
+			c.shutdown(deadline)
 		}
 		mu.Unlock()
 	}

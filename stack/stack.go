@@ -196,9 +196,19 @@ func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
 // wrap (statistics, endpoint lists).
 func (s *Stack) GVisor() *gstack.Stack { return s.s }
 
-// Close aborts every endpoint, detaches the link and waits for the stack's
-// goroutines to end.
+// Close resets every connection that is still open, detaches the link and
+// waits for the stack's goroutines to end. Connections in TIME-WAIT, whose
+// close has completed, are dropped silently: the link is gone before they
+// are aborted, so no peer receives a RST for a connection it has closed.
 func (s *Stack) Close() {
+	for _, tep := range s.endpoints() {
+		switch tep.EndpointState() {
+		case tcp.StateListen, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+		default:
+			tep.Abort()
+		}
+	}
+	s.s.RemoveNIC(nicID)
 	s.s.Close()
 	s.s.Wait()
 }

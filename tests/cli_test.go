@@ -95,7 +95,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tund --help: %v", err)
 	}
-	for _, flag := range []string{"-tun ", "-tun-addr", "-addr", "-mtu", "-queues", "-serve", "-msl", "-fin-wait2", "-log-level", "-log-format", "-fin-ack-merge", "-half-close", "-time-wait-rst", "-admin", "-pcap", "-trace", "-max-conns", "-dial LISTEN=TARGET", "proxy:PORT=IP:PORT"} {
+	for _, flag := range []string{"-tun ", "-tun-addr", "-addr", "-mtu", "-queues", "-serve", "-msl", "-fin-wait2", "-log-level", "-log-format", "-fin-ack-merge", "-half-close", "-time-wait-rst", "-admin", "-pcap", "-trace", "-max-conns", "-drain", "-dial LISTEN=TARGET", "proxy:PORT=IP:PORT"} {
 		if !strings.Contains(string(out), flag) {
 			t.Errorf("--help does not mention %s", flag)
 		}

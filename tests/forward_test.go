@@ -669,4 +669,3 @@ func TestDialBadInput(t *testing.T) {
 		})
 	}
 }
-

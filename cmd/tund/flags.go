@@ -34,6 +34,7 @@ type options struct {
 	stack     stack.Config
 	services  []service.Spec
 	dials     []forward.Rule
+	drain     time.Duration
 	logLevel  slog.Level
 	logFormat string
 }
@@ -69,8 +70,9 @@ program in the namespace reaches them by routing, e.g.
 The proxy service carries the stack's connections on to a kernel server;
 --dial carries kernel clients out through the stack, tund as their client.
 
-Needs CAP_NET_ADMIN (root) and /dev/net/tun. SIGINT or SIGTERM stops tund and
-removes the interface.
+Needs CAP_NET_ADMIN (root) and /dev/net/tun. SIGINT or SIGTERM stops tund:
+it ends its connections with FIN (waiting up to --drain), removes the
+interface and exits 0.
 
 Flags:
 `
@@ -101,6 +103,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
 	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\nbefore it resets the rest and exits")
 	trace := fs.Bool("trace", true, "record every close (/closes, tund closes); false only to measure what tracing costs")
 	fs.StringVar(&o.pcap, "pcap", "", "write every packet crossing the TUN device to `file` in pcap format (tcpdump -r, Wireshark)")
 	dial := dialFlag(fs)
@@ -148,6 +151,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if o.stack.MSL < 0 {
 		return nil, errors.New("--msl must not be negative")
+	}
+	if o.drain < 0 {
+		return nil, errors.New("--drain must not be negative")
 	}
 	if o.stack.MaxConns < 0 {
 		return nil, errors.New("--max-conns must not be negative (0: no limit)")

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tund/tund/admin"
 	"github.com/tund/tund/service"
@@ -135,7 +136,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := service.Serve(ctx, ln, spec, log); err != nil {
+			if err := service.Serve(ctx, ln, spec, o.drain, log); err != nil {
 				errc <- err
 				cancel()
 			}
@@ -146,11 +147,37 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge, "time_wait_rst_closes", o.stack.TimeWaitRSTCloses)
 
 	<-ctx.Done()
-	log.Info("stopping")
+	deadline := time.Now().Add(o.drain)
+	log.Info("stopping: no new connections; ending the open ones with FIN", "drain", o.drain)
 	cancel()
 	wg.Wait()
+	drainStack(st, deadline, log)
 	close(errc)
 	return <-errc
+}
+
+// drainStack waits until every connection's close has completed (TIME-WAIT
+// counts as complete: both FINs are acknowledged) or the deadline passes,
+// and logs what is left for the stack's close to reset. gVisor has no event
+// for "all closed", so it polls.
+func drainStack(st *stack.Stack, deadline time.Time, log *slog.Logger) {
+	open := func() int {
+		n := 0
+		for state, c := range st.StateCounts() {
+			if state != "LISTEN" && state != "TIME-WAIT" && state != "CLOSED" {
+				n += c
+			}
+		}
+		return n
+	}
+	for open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := open(); n > 0 {
+		log.Warn("drain time over: resetting the connections still open", "open", n, "states", fmt.Sprint(st.StateCounts()))
+		return
+	}
+	log.Info("drained: every connection closed with FIN")
 }
 
 // listenAdmin opens the admin address. A failure on the default address
