@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,7 +18,7 @@ type closeLog struct {
 	mu     sync.Mutex
 	ring   []*Close
 	next   int
-	lastID uint64
+	lastID atomic.Uint64
 	subs   map[chan *Close]struct{}
 	stats  CloseStats
 }
@@ -109,12 +110,14 @@ func newCloseLog() *closeLog {
 	return l
 }
 
-// add files a finished record, giving it its ID.
+// newID numbers a record as it finishes. The tracer numbers it under its
+// own lock, so that a TIME-WAIT entry can name it before it is filed.
+func (l *closeLog) newID() uint64 { return l.lastID.Add(1) }
+
+// add files a finished record.
 func (l *closeLog) add(c *Close) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lastID++
-	c.ID = l.lastID
 	if len(l.ring) < recentCloses {
 		l.ring = append(l.ring, c)
 	} else {

@@ -3,6 +3,7 @@ package stack
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -78,4 +79,29 @@ func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
 		ip = netip.IPv6Unspecified()
 	}
 	return netip.AddrPortFrom(ip.Unmap(), port)
+}
+
+// AwaitClosed waits until every connection's close has completed (TIME-WAIT
+// counts: both FINs are acknowledged) or the deadline passes, and returns
+// how many are still open, by state. gVisor has no event for "all closed",
+// so it polls the states every 20 ms.
+func (s *Stack) AwaitClosed(deadline time.Time) map[string]int {
+	for {
+		open := map[string]int{}
+		for _, tep := range s.endpoints() {
+			if st := tep.EndpointState(); !settled(st) {
+				open[StateName(st)]++
+			}
+		}
+		if len(open) == 0 || !time.Now().Before(deadline) {
+			return open
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// settled reports a state with no close to wait for: a listener, a
+// connection whose close has completed (TIME-WAIT), or none.
+func settled(s tcp.EndpointState) bool {
+	return s == tcp.StateListen || s == tcp.StateTimeWait || s == tcp.StateClose || s == tcp.StateError
 }

@@ -202,9 +202,7 @@ func (s *Stack) GVisor() *gstack.Stack { return s.s }
 // are aborted, so no peer receives a RST for a connection it has closed.
 func (s *Stack) Close() {
 	for _, tep := range s.endpoints() {
-		switch tep.EndpointState() {
-		case tcp.StateListen, tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
-		default:
+		if !settled(tep.EndpointState()) {
 			tep.Abort()
 		}
 	}

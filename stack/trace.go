@@ -70,7 +70,7 @@ type Segment struct {
 // on the wire: who closed first, how, and the segments from the first FIN
 // or RST to the end.
 type Close struct {
-	// ID numbers the records in the order they were filed; an amended
+	// ID numbers the records in the order they finished; an amended
 	// record keeps its ID.
 	ID        uint64         `json:"id"`
 	Local     netip.AddrPort `json:"local"`
@@ -133,7 +133,7 @@ type tracer struct {
 	mu      sync.Mutex
 	closes  map[flow]*closeState
 	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
-	timeWaits map[flow]*timeWait
+	timeWaits map[flow]timeWait
 	sweepAt   int
 	linger    time.Duration // how long a close with no segment is followed
 	timeWait  time.Duration // 2 x MSL
@@ -155,7 +155,7 @@ type traceConfig struct {
 
 func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
 	t := &tracer{
-		closes: make(map[flow]*closeState), timeWaits: make(map[flow]*timeWait), sweepAt: 256,
+		closes: make(map[flow]*closeState), timeWaits: make(map[flow]timeWait), sweepAt: 256,
 		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, log: log, stop: make(chan struct{}),
 	}
 	t.Init(child, t)
@@ -280,7 +280,15 @@ func (t *tracer) segment(f tcpFields, from string) {
 		if st.reopened {
 			amended = &st.rec
 		} else {
+			st.rec.ID = t.log.newID()
 			filed = &st.rec
+		}
+		if t.timeWait > 0 && st.sides.state[tund] == "TIME-WAIT" && len(t.timeWaits) < maxOpenCloses {
+			t.timeWaits[f.flow] = timeWait{
+				id: st.rec.ID, kind: st.rec.Kind, tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
+				since: st.sides.since[tund], expires: now.Add(t.timeWait),
+			}
+			t.waiting.Store(int32(len(t.timeWaits)))
 		}
 	}
 	t.mu.Unlock()
@@ -289,18 +297,6 @@ func (t *tracer) segment(f tcpFields, from string) {
 		t.log.add(filed)
 	case amended != nil:
 		t.log.amend(amended)
-	}
-	if done && t.timeWait > 0 && st.sides.state[tund] == "TIME-WAIT" {
-		// After filing, which gave the record its ID.
-		t.mu.Lock()
-		if len(t.timeWaits) < maxOpenCloses {
-			t.timeWaits[f.flow] = &timeWait{
-				id: st.rec.ID, kind: st.rec.Kind, tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
-				since: st.sides.since[tund], expires: now.Add(t.timeWait),
-			}
-			t.waiting.Store(int32(len(t.timeWaits)))
-		}
-		t.mu.Unlock()
 	}
 }
 
@@ -329,8 +325,8 @@ func (t *tracer) resetReason(f tcpFields, from string) string {
 // record (amended); a SYN, or a RST that gVisor honours, ends TIME-WAIT.
 // handled reports a segment that needs nothing more.
 func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, amended *Close, handled bool) {
-	tw := t.timeWaits[f.flow]
-	if tw == nil {
+	tw, ok := t.timeWaits[f.flow]
+	if !ok {
 		return nil, nil, false
 	}
 	switch {
@@ -377,7 +373,7 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 // filedRecord returns a copy of the record that a TIME-WAIT entry refers
 // to, to add to: the filed one is shared with readers and never changes.
 // If the log no longer keeps it, the copy starts afresh.
-func (t *tracer) filedRecord(fl flow, tw *timeWait, now time.Time) *Close {
+func (t *tracer) filedRecord(fl flow, tw timeWait, now time.Time) *Close {
 	if base := t.log.record(tw.id); base != nil {
 		c := *base
 		c.Segments = append([]Segment(nil), base.Segments...)
@@ -388,7 +384,7 @@ func (t *tracer) filedRecord(fl flow, tw *timeWait, now time.Time) *Close {
 }
 
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
-func (t *tracer) endTimeWaitLocked(fl flow, tw *timeWait, end time.Time) {
+func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
 	t.log.count(func(s *CloseStats) { s.StateTimes["TIME-WAIT"].observe(end.Sub(tw.since)) })
 	delete(t.timeWaits, fl)
 	t.waiting.Store(int32(len(t.timeWaits)))
@@ -527,6 +523,7 @@ func (t *tracer) sweepLocked(now time.Time) {
 		}
 		delete(t.closes, fl)
 		if !st.reopened {
+			st.rec.ID = t.log.newID()
 			finished = append(finished, &st.rec)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
-// awaitClose returns the first close record, waiting for it up to 2 s.
+// awaitClose returns the first close record, waiting for it up to 3 s.
 func awaitClose(t *testing.T, p *peer) *Close {
 	t.Helper()
 	ch, stop := p.st.SubscribeCloses()
@@ -17,13 +17,7 @@ func awaitClose(t *testing.T, p *peer) *Close {
 	if c := p.st.Closes(); len(c) > 0 {
 		return c[0]
 	}
-	select {
-	case c := <-ch:
-		return c
-	case <-time.After(2 * time.Second):
-		t.Fatal("no close record")
-		return nil
-	}
+	return awaitRecord(t, ch)
 }
 
 func ladder(c *Close) string {

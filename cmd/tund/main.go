@@ -151,33 +151,13 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	log.Info("stopping: no new connections; ending the open ones with FIN", "drain", o.drain)
 	cancel()
 	wg.Wait()
-	drainStack(st, deadline, log)
+	if open := st.AwaitClosed(deadline); len(open) > 0 {
+		log.Warn("drain time over: resetting the connections still open", "open", fmt.Sprint(open))
+	} else {
+		log.Info("drained: every connection closed with FIN")
+	}
 	close(errc)
 	return <-errc
-}
-
-// drainStack waits until every connection's close has completed (TIME-WAIT
-// counts as complete: both FINs are acknowledged) or the deadline passes,
-// and logs what is left for the stack's close to reset. gVisor has no event
-// for "all closed", so it polls.
-func drainStack(st *stack.Stack, deadline time.Time, log *slog.Logger) {
-	open := func() int {
-		n := 0
-		for state, c := range st.StateCounts() {
-			if state != "LISTEN" && state != "TIME-WAIT" && state != "CLOSED" {
-				n += c
-			}
-		}
-		return n
-	}
-	for open() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := open(); n > 0 {
-		log.Warn("drain time over: resetting the connections still open", "open", n, "states", fmt.Sprint(st.StateCounts()))
-		return
-	}
-	log.Info("drained: every connection closed with FIN")
 }
 
 // listenAdmin opens the admin address. A failure on the default address
