@@ -12,11 +12,13 @@ import (
 
 // benchServerCommand is `tund bench-server`: tund's http service on a
 // kernel socket, so that scripts/bench compares the kernel's TCP with
-// tund's running the very same handler.
+// tund's running the very same handler; with --discard, also a discard
+// server (RFC 863) that drains as tund's does (io.Copy to io.Discard).
 func benchServerCommand(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tund bench-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("listen", ":80", "kernel `address` to serve tund's http service on")
+	discard := fs.String("discard", "", "kernel `address` to serve discard on (none if empty)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -28,10 +30,33 @@ func benchServerCommand(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tund bench-server: %v\n", err)
 		return 1
 	}
+	if *discard != "" {
+		dln, err := net.Listen("tcp", *discard)
+		if err != nil {
+			fmt.Fprintf(stderr, "tund bench-server: discard: %v\n", err)
+			return 1
+		}
+		go serveDiscard(dln)
+	}
 	fmt.Fprintf(stderr, "tund bench-server: serving on %s\n", ln.Addr())
 	if err := http.Serve(ln, service.NewHTTPHandler()); err != nil {
 		fmt.Fprintf(stderr, "tund bench-server: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// serveDiscard reads and drops each connection's bytes until the peer's
+// FIN, then closes, as tund's discard service does.
+func serveDiscard(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}()
+	}
 }
