@@ -61,6 +61,8 @@ Usage:
   tund conns [--json]   the connection table of a running tund, like ss -tan
   tund closes [--follow] [--json]
                         its closes, as ladder diagrams
+  tund scenario [NAME] [--json] [--pcap FILE]
+                        the classic close-path stories, each run in a namespace of its own
 
 tund creates the TUN interface --tun in the current network namespace, gives
 its kernel side the --tun-addr addresses, and answers for the --addr

@@ -36,6 +36,8 @@ func run(args []string, stderr io.Writer) int {
 			return connsCommand(args[1:], os.Stdout, stderr)
 		case "closes":
 			return closesCommand(args[1:], os.Stdout, stderr)
+		case "scenario":
+			return scenarioCommand(args[1:], os.Stdout, stderr)
 		case "bench-server":
 			return benchServerCommand(args[1:], stderr)
 		}
