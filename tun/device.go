@@ -40,6 +40,11 @@ type Config struct {
 	// Routes are extra destinations routed into the device, for stack
 	// addresses that no prefix in Addrs covers.
 	Routes []netip.Prefix
+	// NoOffload opens the plain device (one MTU-sized packet per read and
+	// write, checksums computed in userspace) even where the kernel offers
+	// IFF_VNET_HDR offloads. Without it Open asks for the offloads and
+	// falls back to the plain device when the kernel refuses them.
+	NoOffload bool
 }
 
 // Validate reports the first invalid field of c, so that a command line

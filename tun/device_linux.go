@@ -25,10 +25,11 @@ const cloneDevice = "/dev/net/tun"
 // descriptors removes that failure entirely instead of relying on keeping
 // the Interface reachable.
 type Device struct {
-	name  string
-	index int
-	mtu   int
-	fds   []int
+	name    string
+	index   int
+	mtu     int
+	fds     []int
+	offload bool // opened with IFF_VNET_HDR and TUNSETOFFLOAD
 }
 
 // Open creates the TUN interface described by c, opens its queues, gives the
@@ -59,7 +60,16 @@ func Open(c Config) (*Device, error) {
 			d.Close()
 		}
 	}()
-	for i := 0; i < c.Queues; i++ {
+	if !c.NoOffload {
+		fds, err := openOffloadQueues(c.Name, c.Queues)
+		switch {
+		case err == nil:
+			d.fds, d.offload = fds, true
+		case !errors.Is(err, errNoOffload):
+			return nil, err
+		}
+	}
+	for i := 0; !d.offload && i < c.Queues; i++ {
 		fd, err := openQueue(c.Name, c.Queues > 1)
 		if err != nil {
 			return nil, err
@@ -170,6 +180,10 @@ func (d *Device) Index() int { return d.index }
 
 // MTU returns the link MTU.
 func (d *Device) MTU() int { return d.mtu }
+
+// Offload reports whether the device runs with IFF_VNET_HDR offloads
+// (TSO and partial checksums both ways) rather than the plain path.
+func (d *Device) Offload() bool { return d.offload }
 
 // FDs returns the queue descriptors. They stay owned by the Device: the link
 // endpoint reads and writes them, and Close closes them.

@@ -96,6 +96,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.Var(addrs, "addr", "the stack's own `IP` address, answered by tund. Repeat for more; the first use replaces\nthe default. One that no --tun-addr prefix covers gets a host route into the device")
 	fs.IntVar(&o.tun.MTU, "mtu", tun.DefaultMTU, "link `MTU` in bytes, 1280 to 65535")
 	fs.IntVar(&o.tun.Queues, "queues", 1, "number of TUN queues (`N` > 1 opens the device multi-queue)")
+	offload := fs.String("offload", "auto", "TUN offloads (`auto|off`): auto asks the kernel for IFF_VNET_HDR with TSO and partial checksums\n(64 KB segments both ways) and falls back to the plain device if it refuses; off always uses the plain device")
 	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME[:PORT][/OPTION...]; names: "+strings.Join(service.Names(), ", ")+
 		";\nproxy:PORT=IP:PORT[/OPTION...] carries connections to PORT on to a kernel address (e.g. proxy:8080=127.0.0.1:80);\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
@@ -172,6 +173,13 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
 	}
 	o.stack.NoTrace = !*trace
+	switch *offload {
+	case "auto":
+	case "off":
+		o.tun.NoOffload = true
+	default:
+		return nil, fmt.Errorf("--offload %q: want auto or off", *offload)
+	}
 	if err := parseDials(dial, o); err != nil {
 		return nil, err
 	}

@@ -86,7 +86,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		log.Info("removed the interface", "tun", dev.Name())
 	}()
 	log.Info("created the interface", "tun", dev.Name(), "index", dev.Index(), "mtu", dev.MTU(),
-		"queues", len(dev.FDs()), "kernel_addrs", fmt.Sprint(o.tun.Addrs), "routes", fmt.Sprint(o.tun.Routes))
+		"queues", len(dev.FDs()), "offload", dev.Offload(), "kernel_addrs", fmt.Sprint(o.tun.Addrs), "routes", fmt.Sprint(o.tun.Routes))
 
 	link, err := dev.LinkEndpoint()
 	if err != nil {
