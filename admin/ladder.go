@@ -39,13 +39,24 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 			label += fmt.Sprintf(" len=%d", s.Len)
 		}
 		pad := max(width-len(label)-4, 0)
+		// A segment a fault dropped ends in an X where it was lost, as
+		// textbooks draw a lost segment; one it held goes nowhere yet: it
+		// is drawn again when it crosses the wire.
+		head, tail, note := ">", "<", ""
+		switch s.Fault {
+		case "":
+		case stack.FaultDelayFIN:
+			head, note = " ", "  held ("+s.Fault+")"
+		default:
+			head, tail, note = "X", "X", "  lost ("+s.Fault+")"
+		}
 		var arrow string
 		if s.From == stack.SideTund {
-			arrow = "-- " + label + " " + strings.Repeat("-", pad) + ">"
+			arrow = "-- " + label + " " + strings.Repeat("-", pad) + head
 		} else {
-			arrow = "<" + strings.Repeat("-", pad) + " " + label + " --"
+			arrow = tail + strings.Repeat("-", pad) + " " + label + " --"
 		}
-		fmt.Fprintf(w, "  %-12s |%-*s| %-12s +%.3fms\n", s.TundState, width+1, arrow, s.PeerState, float64(s.At.Sub(c.Start).Microseconds())/1000)
+		fmt.Fprintf(w, "  %-12s |%-*s| %-12s +%.3fms%s\n", s.TundState, width+1, arrow, s.PeerState, float64(s.At.Sub(c.Start).Microseconds())/1000, note)
 	}
 	if c.Truncated {
 		fmt.Fprintln(w, "  (more segments not recorded)")

@@ -26,6 +26,7 @@ type collector struct {
 	resets   *prometheus.Desc
 	refused  *prometheus.Desc
 	open     *prometheus.Desc
+	faults   *prometheus.Desc
 	counters []counter
 }
 
@@ -46,6 +47,7 @@ func newCollector(st *stack.Stack) *collector {
 		refused:  prometheus.NewDesc("tund_tcp_conns_refused_total", "Connections reset at once because --max-conns connections were open.", nil, nil),
 		open:     prometheus.NewDesc("tund_tcp_conns_open", "Connections that services hold open (what --max-conns bounds).", nil, nil),
 		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
+		faults:   prometheus.NewDesc("tund_faults_total", "Segments that the close-path faults dropped or delayed, by fault (drop-final-ack, drop-fin, delay-fin, no-fin, loss-in, loss-out).", []string{"fault"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
@@ -79,6 +81,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.resets
 	ch <- c.refused
 	ch <- c.open
+	ch <- c.faults
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -118,6 +121,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(c.st.Refused()))
 	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(c.st.OpenConns()))
+	fs := c.st.FaultStats()
+	for _, f := range stack.FaultNames {
+		ch <- prometheus.MustNewConstMetric(c.faults, prometheus.CounterValue, float64(fs.Count(f)), f)
+	}
 	stats := c.st.GVisor().Stats().TCP
 	for _, k := range c.counters {
 		ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, float64(k.value(&stats)))

@@ -63,6 +63,9 @@ type Options struct {
 	// peer's FIN before they close: a slow application, as the peer sees
 	// it from FIN-WAIT-2.
 	CloseDelay time.Duration
+	// Faults are the close-path faults injected on the service's port
+	// (stack.Faults); they start as the stack-wide ones.
+	Faults stack.Faults
 }
 
 func (o Options) String() string {
@@ -76,6 +79,9 @@ func (o Options) String() string {
 	}
 	if o.FINACKMerge != nil {
 		parts = append(parts, "fin-ack-merge="+o.FINACKMerge.String())
+	}
+	if !o.Faults.IsZero() {
+		parts = append(parts, o.Faults.String())
 	}
 	if o.CloseDelay > 0 {
 		parts = append(parts, "close-delay="+o.CloseDelay.String())

@@ -77,6 +77,8 @@ func Names() []string {
 //	fin-wait2=DURATION                FIN-WAIT-2 timeout of its connections
 //	fin-ack-merge=DURATION            FIN/ACK merge window of its port
 //	close-delay=DURATION              echo, discard: stay in CLOSE-WAIT this long
+//	drop-final-ack=once|P, drop-fin=once|P, delay-fin=DURATION, no-fin,
+//	loss-in=P, loss-out=P             close-path faults on its port (stack.Faults)
 func ParseList(list string, defaults Options) ([]Spec, error) {
 	var specs []Spec
 	ports := map[uint16]string{}
@@ -123,11 +125,12 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 		if opts.CloseDelay > 0 && name != "echo" && name != "discard" {
 			return nil, fmt.Errorf("service %q: close-delay applies to echo and discard only", name)
 		}
-		if name == "http" && (opts.Abort || opts.FinWait2 > 0 || opts.CloseDelay > 0 || strings.Contains(optText, "half-close")) {
+		if name == "http" && (opts.Abort && !defaults.Abort || opts.FinWait2 > 0 || opts.CloseDelay > 0 || strings.Contains(optText, "half-close")) {
 			// net/http owns its connections' close; these options would be
-			// silently ignored. The merge window, which lives in the
-			// stack, applies.
-			return nil, fmt.Errorf("service http takes only the fin-ack-merge option")
+			// silently ignored. The merge window and the faults, which
+			// live in the stack, apply (and --abort, stack-wide, is not
+			// for it).
+			return nil, fmt.Errorf("service http takes only the fin-ack-merge and fault options")
 		}
 		ports[port] = name
 		specs = append(specs, Spec{Name: name, Port: port, Target: target, Options: opts})
@@ -175,7 +178,13 @@ func parseOptions(text string, o Options) (Options, error) {
 			}
 			o.CloseDelay = d
 		default:
-			return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=, close-delay=)", opt)
+			known, err := o.Faults.Set(key, value)
+			if err != nil {
+				return o, err
+			}
+			if !known {
+				return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=, close-delay=, and the faults %s)", opt, strings.Join(stack.FaultNames, ", "))
+			}
 		}
 	}
 	return o, nil

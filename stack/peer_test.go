@@ -41,8 +41,16 @@ type peer struct {
 // completes a handshake from the hand-played peer.
 func connect(t *testing.T, window time.Duration) *peer {
 	t.Helper()
+	return connectConfig(t, Config{MSL: time.Second, FinWait2: time.Second, FINACKMerge: window})
+}
+
+// connectConfig is connect with a stack built from c (its Addrs are set
+// here).
+func connectConfig(t *testing.T, c Config) *peer {
+	t.Helper()
 	ch := channel.New(64, 1500, "")
-	st, err := New(ch, Config{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2")}, MSL: time.Second, FinWait2: time.Second, FINACKMerge: window})
+	c.Addrs = []netip.Addr{netip.MustParseAddr("198.18.0.2")}
+	st, err := New(ch, c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,20 @@ type Config struct {
 	// counted (Stack.Refused), so that a storm cannot take the memory that
 	// established connections need.
 	MaxConns int
+	// Faults are injected into the close path of every connection (see
+	// Faults); PortFaults replace them for connections on the given local
+	// ports.
+	Faults     Faults
+	PortFaults map[uint16]Faults
+	// PortRange, when not zero, is the range of ephemeral ports for the
+	// connections tund opens (DialTCP); a small one shows TIME-WAIT port
+	// exhaustion quickly.
+	PortRange [2]uint16
+	// TimeWaitReuse lets a connection tund opens take the port of one of
+	// its own TIME-WAIT connections to the same peer, ending that
+	// TIME-WAIT early (Linux's net.ipv4.tcp_tw_reuse). Off, a port in
+	// TIME-WAIT stays taken for 2 x MSL.
+	TimeWaitReuse bool
 	// NoTrace turns the close tracer off (for measuring what it costs).
 	NoTrace bool
 	// Pcap, when not nil, receives every packet that crosses the link, in
@@ -73,7 +87,8 @@ type Stack struct {
 	s      *gstack.Stack
 	addrs  []netip.Addr
 	merge  *mergeEndpoint
-	tracer *tracer // nil when tracing is off
+	faults *faultEndpoint // nil when no fault is set
+	tracer *tracer        // nil when tracing is off
 	closes *closeLog
 
 	maxConns int
@@ -108,6 +123,13 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		}, closes)
 		link = tr
 	}
+	// Faults act beneath the merge, on what would go on the wire, and
+	// above the tracer, which notes what they take away.
+	var faults *faultEndpoint
+	if !c.Faults.IsZero() || len(c.PortFaults) > 0 {
+		faults = newFaultEndpoint(link, c.Faults, c.PortFaults, tr)
+		link = faults
+	}
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -123,6 +145,11 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	}()
 	if err := setTCPOptions(s, c); err != nil {
 		return nil, err
+	}
+	if c.PortRange != [2]uint16{} {
+		if err := s.SetPortRange(c.PortRange[0], c.PortRange[1]); err != nil {
+			return nil, fmt.Errorf("stack: ephemeral port range %d-%d: %s", c.PortRange[0], c.PortRange[1], err)
+		}
 	}
 	merge.stack = s
 	if tr != nil {
@@ -147,7 +174,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -161,6 +188,7 @@ func setTCPOptions(s *gstack.Stack, c Config) error {
 		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
 		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
 		ptr(tcpip.TCPTimeWaitRSTOption(c.TimeWaitRSTCloses)),
+		ptr(timeWaitReuse(c.TimeWaitReuse)),
 	}
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
@@ -168,6 +196,13 @@ func setTCPOptions(s *gstack.Stack, c Config) error {
 		}
 	}
 	return nil
+}
+
+func timeWaitReuse(on bool) tcpip.TCPTimeWaitReuseOption {
+	if on {
+		return tcpip.TCPTimeWaitReuseGlobal
+	}
+	return tcpip.TCPTimeWaitReuseDisabled
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -191,6 +226,14 @@ func (s *Stack) Refused() uint64 { return s.refused.Load() }
 
 // MergeStats returns the counters of the FIN/ACK merge.
 func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
+
+// FaultStats returns the counters of the injected faults.
+func (s *Stack) FaultStats() *FaultStats {
+	if s.faults == nil {
+		return &FaultStats{}
+	}
+	return s.faults.Stats()
+}
 
 // GVisor returns the underlying gVisor stack, for what this package does not
 // wrap (statistics, endpoint lists).

@@ -64,6 +64,10 @@ type Segment struct {
 	// segment, if any (RFC 9293 §3.3.2), as the wire implies it.
 	TundState string `json:"tund_state,omitempty"`
 	PeerState string `json:"peer_state,omitempty"`
+	// Fault names the fault (FaultDropFIN, ...) that dropped or delayed
+	// the segment. A dropped segment of tund's never reached the wire; a
+	// peer's dropped by loss-in crossed it but never reached the stack.
+	Fault string `json:"fault,omitempty"`
 }
 
 // Close is the record of one connection's close, built from the segments
@@ -472,7 +476,7 @@ func (st *closeState) kind() string {
 		second, firstFIN = SideTund, s.fin[peerSide]
 	}
 	for _, seg := range st.rec.Segments {
-		if seg.From != second || !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, firstFIN+1) {
+		if seg.From != second || seg.Fault != "" || !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, firstFIN+1) {
 			continue
 		}
 		if seg.Len == 0 && !strings.Contains(seg.Flags, "F") {

@@ -27,6 +27,7 @@ type closeRecord struct {
 		Seq   uint32
 		Ack   uint32
 		Len   int
+		Fault string
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,7 +99,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.tun.Queues, "queues", 1, "number of TUN queues (`N` > 1 opens the device multi-queue)")
 	offload := fs.String("offload", "auto", "TUN offloads (`auto|off`): auto asks the kernel for IFF_VNET_HDR with TSO and partial checksums\n(64 KB segments both ways) and falls back to the plain device if it refuses; off always uses the plain device")
 	serve := fs.String("serve", defaultServeList, "comma-separated `services` to host, each NAME[:PORT][/OPTION...]; names: "+strings.Join(service.Names(), ", ")+
-		";\nproxy:PORT=IP:PORT[/OPTION...] carries connections to PORT on to a kernel address (e.g. proxy:8080=127.0.0.1:80);\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
+		";\nproxy:PORT=IP:PORT[/OPTION...] carries connections to PORT on to a kernel address (e.g. proxy:8080=127.0.0.1:80);\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard), and the faults below\n(drop-final-ack=, drop-fin=, delay-fin=, no-fin, loss-in=, loss-out=). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
 	halfClose := fs.String("half-close", "allow", "`policy`: what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
 	twRST := fs.String("time-wait-rst", "ignore", "`what` an RST does to a connection in TIME-WAIT: ignore (RFC 1337, gVisor) or close\n(RFC 9293 and Linux's default: TIME-WAIT ends early)")
@@ -107,6 +108,10 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
 	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\nbefore it resets the rest and exits")
+	abort := fs.Bool("abort", false, "services end their connections with RST instead of FIN (SO_LINGER 0); per service: /abort.\nhttp always closes with FIN")
+	faultFlags(fs, &o.stack.Faults)
+	portRange := fs.String("port-range", "", "ephemeral ports `LO-HI` for the connections tund opens (--dial), e.g. 40000-40099;\ndefault gVisor's 16000-65535")
+	twReuse := fs.String("time-wait-reuse", "off", "whether (`off|on`) a connection tund opens may take the port of one of its own TIME-WAIT\nconnections to the same peer (ending that TIME-WAIT early, like Linux's tcp_tw_reuse)")
 	trace := fs.Bool("trace", true, "record every close (/closes, tund closes); false only to measure what tracing costs")
 	fs.StringVar(&o.pcap, "pcap", "", "write every packet crossing the TUN device to `file` in pcap format (tcpdump -r, Wireshark)")
 	dial := dialFlag(fs)
@@ -180,13 +185,25 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	default:
 		return nil, fmt.Errorf("--offload %q: want auto or off", *offload)
 	}
+	if *portRange != "" {
+		if o.stack.PortRange, err = parsePortRange(*portRange); err != nil {
+			return nil, err
+		}
+	}
+	switch *twReuse {
+	case "off":
+	case "on":
+		o.stack.TimeWaitReuse = true
+	default:
+		return nil, fmt.Errorf("--time-wait-reuse %q: want off or on", *twReuse)
+	}
 	if err := parseDials(dial, o); err != nil {
 		return nil, err
 	}
 	if err := o.tun.Validate(); err != nil {
 		return nil, fmt.Errorf("%w (see --help)", err)
 	}
-	var defaults service.Options
+	defaults := service.Options{Abort: *abort, Faults: o.stack.Faults}
 	if defaults.HalfClose, err = service.ParseHalfClose(*halfClose); err != nil {
 		return nil, fmt.Errorf("--half-close: %w", err)
 	}
@@ -197,6 +214,12 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("--fin-ack-merge must not be negative")
 	}
 	for _, s := range o.services {
+		if s.Faults != o.stack.Faults {
+			if o.stack.PortFaults == nil {
+				o.stack.PortFaults = map[uint16]stack.Faults{}
+			}
+			o.stack.PortFaults[s.Port] = s.Faults
+		}
 		if s.FINACKMerge != nil {
 			if o.stack.PortFINACKMerge == nil {
 				o.stack.PortFINACKMerge = map[uint16]time.Duration{}
@@ -205,4 +228,31 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		}
 	}
 	return o, nil
+}
+
+// faultFlags defines a flag for each close-path fault, setting it in f.
+func faultFlags(fs *flag.FlagSet, f *stack.Faults) {
+	set := func(name string) func(string) error {
+		return func(v string) error {
+			_, err := f.Set(name, v)
+			return err
+		}
+	}
+	fs.Func(stack.FaultDropFinalACK, "drop tund's final ACK (its ACK of the peer's FIN after its own FIN), `once|P`: the first in each\nconnection, or each with probability P (0.3 or 30%). The peer retransmits its FIN; tund in TIME-WAIT ACKs again", set(stack.FaultDropFinalACK))
+	fs.Func(stack.FaultDropFIN, "drop tund's FIN, `once|P`: the first transmission in each connection, or each with probability P;\ntund retransmits it after its RTO", set(stack.FaultDropFIN))
+	fs.Func(stack.FaultDelayFIN, "send each of tund's FINs this `duration` late", set(stack.FaultDelayFIN))
+	fs.BoolFunc(stack.FaultNoFIN, "tund's FINs never reach the wire: the peer sees a CLOSE-WAIT leak and waits in FIN-WAIT-2", set(stack.FaultNoFIN))
+	fs.Func(stack.FaultLossIn, "drop each TCP segment from the kernel to tund with probability `P` (0.05 or 5%)", set(stack.FaultLossIn))
+	fs.Func(stack.FaultLossOut, "drop each TCP segment from tund to the kernel with probability `P`", set(stack.FaultLossOut))
+}
+
+// parsePortRange parses LO-HI, two ports with LO <= HI.
+func parsePortRange(s string) ([2]uint16, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	l, err1 := strconv.ParseUint(lo, 10, 16)
+	h, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || l == 0 || l > h {
+		return [2]uint16{}, fmt.Errorf("--port-range %q: want LO-HI, two ports with 0 < LO <= HI, such as 40000-40099", s)
+	}
+	return [2]uint16{uint16(l), uint16(h)}, nil
 }
