@@ -16,7 +16,7 @@ import (
 // inNewNamespace runs f on an OS thread moved into a new, unnamed network
 // namespace, which disappears with the thread's last reference to it. The
 // tests need root; without it they fail, they do not skip.
-func inNewNamespace(t *testing.T, f func()) {
+func inNewNamespace(t testing.TB, f func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: it creates TUN devices in a new network namespace")
