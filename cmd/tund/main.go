@@ -40,6 +40,8 @@ func run(args []string, stderr io.Writer) int {
 			return scenarioCommand(args[1:], os.Stdout, stderr)
 		case "bench-server":
 			return benchServerCommand(args[1:], stderr)
+		case "bench-conns":
+			return benchConnsCommand(args[1:], os.Stdout, stderr)
 		}
 	}
 	o, err := parseFlags(args, stderr)
