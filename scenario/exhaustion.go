@@ -30,7 +30,7 @@ type Run struct {
 // a second, and each configuration runs for exhaustionRun.
 const (
 	exhaustionPorts = "40000-40099"
-	exhaustionRun   = 3 * time.Second
+	exhaustionRun   = 2 * time.Second
 	serverAddr      = kernelV4 + ":9000"
 	dialListen      = "127.0.0.1:7000"
 )
@@ -66,7 +66,7 @@ var portExhaustion = &Scenario{
 		if err := expect(short.OK > long.OK, "a short MSL did not free ports: %d connections, %d with MSL 30s", short.OK, long.OK); err != nil {
 			return err
 		}
-		return expect(reuse.OK > long.OK && reuse.Errors == 0, "TIME-WAIT reuse: %d connections and %d errors, want more than %d and none", reuse.OK, reuse.Errors, long.OK)
+		return expect(reuse.OK > long.OK, "TIME-WAIT reuse: %d connections, want more than the %d of MSL 30s", reuse.OK, long.OK)
 	},
 	explain: `tund is the client here: --dial has it listen on 127.0.0.1:7000 and, for
 each kernel connection accepted there, open one from its stack to a
@@ -82,7 +82,13 @@ of the protection TIME-WAIT gives. TIME-WAIT reuse (Linux's
 tcp_tw_reuse, gVisor's TCPTimeWaitReuseOption) lets a new connection take
 the port of a TIME-WAIT one to the same peer, ending that TIME-WAIT
 early; the server, which closed second, holds no state for the old
-connection, so the new SYN is accepted as usual.`,
+connection, so the new SYN is accepted as usual. As in Linux, only a
+TIME-WAIT whose last segment is at least 1 s old is reused (timestamps,
+RFC 7323, then tell the new connection's segments from the old one's), so
+reuse caps the rate at about one connection per port per second: 100/s
+here, where a 250 ms MSL (TIME-WAIT 500 ms) allows 200/s. The errors are
+what a client that retries at once sees: each is a reset from tund, which
+could not open the connection.`,
 }
 
 // exhaust starts tund with args and opens connections through --dial one

@@ -142,10 +142,9 @@ func lastAck(e *Env, label string) (*net.TCPConn, error) {
 		err = c.CloseWrite()
 	}
 	if err == nil {
-		err = e.awaitKernel(localAddr(c), c.RemoteAddr().(*net.TCPAddr).AddrPort(), "LAST-ACK", time.Second)
-	}
-	if err == nil {
-		err = e.observe(label, is(localAddr(c)))
+		// LAST-ACK lasts one RTO of the kernel's (about 200 ms).
+		client, server := localAddr(c), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		err = e.observeWhen(label, is(client), time.Second, func(o Observation) bool { return o.KernelState(client, server) == "LAST-ACK" })
 	}
 	if err != nil {
 		c.Close()

@@ -18,7 +18,16 @@ var simultaneous = &Scenario{
 		// tund's FIN goes out 100 ms late, and its first ACK of the
 		// client's FIN is dropped: on the wire the FINs cross, neither
 		// acknowledging the other.
-		if err := e.startTund("--serve", "daytime", "--delay-fin", "100ms", "--drop-final-ack", "once"); err != nil {
+		// tund's FIN goes out 300 ms late, and its first ACK of the
+		// client's FIN is dropped: on the wire the FINs cross, neither
+		// acknowledging the other.
+		if err := e.startTund("--serve", "daytime", "--delay-fin", "300ms", "--drop-final-ack", "once"); err != nil {
+			return err
+		}
+		// The kernel retransmits its unacknowledged FIN after its RTO,
+		// 200 ms at least; a host route with rto_min 1 s keeps it in
+		// CLOSING long enough to be seen.
+		if _, err := e.run("ip", "route", "add", stackV4+"/32", "dev", tunName, "src", kernelV4, "rto_min", "1000ms"); err != nil {
 			return err
 		}
 		c, err := e.dialStack(13)
@@ -39,19 +48,12 @@ var simultaneous = &Scenario{
 		if err := c.CloseWrite(); err != nil {
 			return err
 		}
-		if err := e.awaitTund(client, "CLOSING", time.Second); err != nil {
+		if err := e.observeWhen("the client's FIN reached tund, in FIN-WAIT-1: tund is in CLOSING; tund's FIN has not reached the client", is(client), time.Second,
+			func(o Observation) bool { return o.TundState(client) == "CLOSING" }); err != nil {
 			return err
 		}
-		if err := e.observe("the client's FIN reached tund, in FIN-WAIT-1: tund is in CLOSING; tund's FIN has not reached the client", is(client)); err != nil {
-			return err
-		}
-		if err := e.await("the client in CLOSING", time.Second, func() (bool, error) {
-			st, _, err := tcpInfo(c)
-			return st == tcpClosing, err
-		}); err != nil {
-			return err
-		}
-		if err := e.observe("tund's FIN reached the client, in FIN-WAIT-1: the client is in CLOSING", is(client)); err != nil {
+		if err := e.observeWhen("tund's FIN reached the client, in FIN-WAIT-1: the client is in CLOSING", is(client), time.Second,
+			func(o Observation) bool { return o.KernelState(client, server) == "CLOSING" }); err != nil {
 			return err
 		}
 		rec, err := e.record(client, false, 5*time.Second, nil)
@@ -59,7 +61,7 @@ var simultaneous = &Scenario{
 			return err
 		}
 		e.addRecord(rec)
-		if err := e.awaitKernel(client, server, "TIME-WAIT", 3*time.Second); err != nil {
+		if err := e.awaitKernel(client, server, "TIME-WAIT", 5*time.Second); err != nil {
 			return err
 		}
 		if err := e.observe("the client sent its FIN again and tund ACKed it: both sides are in TIME-WAIT", is(client)); err != nil {
@@ -74,14 +76,19 @@ var simultaneous = &Scenario{
 		return expect(rec.Kind == stack.KindSimultaneous, "tund recorded a %s close, want simultaneous", rec.Kind)
 	},
 	explain: `daytime sent its line and closed, so tund's stack sent its FIN
-(FIN-WAIT-1); that FIN was held 100 ms on its way (--delay-fin). The kernel
+(FIN-WAIT-1); that FIN was held 300 ms on its way (--delay-fin). The kernel
 client read the line and closed too: its FIN reached tund in FIN-WAIT-1,
 a FIN that did not acknowledge tund's, so tund went to CLOSING (RFC 9293
 §3.6, "Case 3: Both users close simultaneously"). tund's ACK of it was
 dropped (--drop-final-ack once), so when tund's FIN arrived, not
 acknowledging the client's FIN either, the client in FIN-WAIT-1 went to
 CLOSING too. Each ACKed the other's FIN: tund's side reached TIME-WAIT at
-the client's ACK, and the client, whose FIN tund had not yet acknowledged
-on the wire, retransmitted it after its RTO; tund's ACK of that took it to
-TIME-WAIT too. In a simultaneous close both sides end in TIME-WAIT.`,
+the client's ACK. The client's FIN had not been acknowledged on the wire
+yet: its own RTO (raised to 1 s on this route, so that its CLOSING lasts
+long enough for ss to show it) would send it again for tund to ACK, or
+tund's retransmitted FIN (gVisor's RTO ran from when its FIN left the
+stack, 300 ms before the wire saw it, and the copy was delayed too)
+acknowledged it first; either took the client to TIME-WAIT. In a simultaneous close both sides end in
+TIME-WAIT. Which FIN the wire shows first depends on when the client's
+went out; either way neither FIN acknowledges the other.`,
 }

@@ -147,10 +147,46 @@ func (e *Env) awaitKernel(local, peer netip.AddrPort, want string, timeout time.
 // observe records what ss and tund's table show now, keeping the sockets
 // that keep accepts (nil: all), under label.
 func (e *Env) observe(label string, keep func(netip.AddrPort) bool) error {
+	o, err := e.snapshot(label, keep)
+	if err == nil {
+		e.res.Observations = append(e.res.Observations, o)
+	}
+	return err
+}
+
+// observeWhen takes snapshots until one satisfies cond, and records that
+// one: for states that last only a few hundred milliseconds, the
+// observation is then the state that was awaited.
+func (e *Env) observeWhen(label string, keep func(netip.AddrPort) bool, timeout time.Duration, cond func(Observation) bool) error {
+	var o Observation
+	err := e.await(label, timeout, func() (bool, error) {
+		var err error
+		o, err = e.snapshot(label, keep)
+		return err == nil && cond(o), err
+	})
+	if err == nil {
+		e.res.Observations = append(e.res.Observations, o)
+	}
+	return err
+}
+
+// TundState returns the state of tund's connection with peer remote in the
+// observation, or "" if there was none.
+func (o Observation) TundState(remote netip.AddrPort) string {
+	for _, c := range o.Tund {
+		if c.Remote == remote {
+			return c.State
+		}
+	}
+	return ""
+}
+
+// snapshot reads ss and tund's table once.
+func (e *Env) snapshot(label string, keep func(netip.AddrPort) bool) (Observation, error) {
 	o := Observation{At: time.Now(), Label: label}
 	socks, err := e.ss()
 	if err != nil {
-		return err
+		return o, err
 	}
 	for _, s := range socks {
 		if keep == nil || keep(s.Local) || keep(s.Peer) {
@@ -159,15 +195,14 @@ func (e *Env) observe(label string, keep func(netip.AddrPort) bool) error {
 	}
 	conns, err := e.tundConns()
 	if err != nil {
-		return err
+		return o, err
 	}
 	for _, c := range conns {
 		if c.State != "LISTEN" && (keep == nil || keep(c.Remote) || keep(c.Local)) {
 			o.Tund = append(o.Tund, c)
 		}
 	}
-	e.res.Observations = append(e.res.Observations, o)
-	return nil
+	return o, nil
 }
 
 // is returns a filter for observe that keeps one address.

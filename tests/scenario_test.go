@@ -1,0 +1,433 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tund/tund/scenario"
+	"github.com/tund/tund/stack"
+)
+
+// runScenario runs `tund scenario NAME --json --pcap FILE` and returns its
+// result and the TCP segments of each pcap it wrote. The scenario exits 1
+// when the close did not go as its story says; that fails the test.
+func runScenario(t *testing.T, name string) (*scenario.Result, [][]Segment) {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), name+".pcap")
+	cmd := exec.Command(tundBin, "scenario", name, "--json", "--pcap", pcap)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var res scenario.Result
+	if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
+		t.Fatalf("tund scenario %s: %v; output not JSON (%v):\n%s\n%s", name, err, jerr, stdout.String(), stderr.String())
+	}
+	if err != nil {
+		t.Fatalf("tund scenario %s: %v\n%s", name, err, stderr.String())
+	}
+	var caps [][]Segment
+	for _, p := range res.Pcaps {
+		segs, err := readPcap(p)
+		if err != nil {
+			t.Fatalf("reading %s: %v", p, err)
+		}
+		caps = append(caps, segs)
+	}
+	if len(caps) == 0 {
+		t.Fatalf("tund scenario %s wrote no pcap", name)
+	}
+	return &res, caps
+}
+
+// tundAddr is the stack's address: segments from it are tund's.
+var tundAddr = netip.MustParseAddr(stackV4)
+
+// closeEvent is one segment that closes or acknowledges a close.
+type closeEvent struct {
+	Name string
+	T    time.Time
+}
+
+// closeEvents spells the close of c as the wire shows it, one word per
+// segment that closes or acknowledges a close, with T for tund and K for
+// the kernel: "K FIN" (a FIN that does not acknowledge the other's FIN),
+// "T FIN/ACK" (one that does), "T ACK" (a pure ACK of the other's FIN,
+// each copy), "K RST". Data segments and other ACKs are left out.
+func closeEvents(c *Conversation) []closeEvent {
+	var events []closeEvent
+	fin := map[bool]uint32{} // by "from tund": the end of that side's FIN
+	for _, s := range c.Segs {
+		byTund := s.Src.Addr() == tundAddr
+		who := "K"
+		if byTund {
+			who = "T"
+		}
+		theirs, ok := fin[!byTund]
+		acksTheirs := ok && s.Has(flagACK) && s.Ack == theirs
+		name := ""
+		switch {
+		case s.Has(flagRST):
+			name = who + " RST"
+		case s.Has(flagFIN) && acksTheirs:
+			name = who + " FIN/ACK"
+		case s.Has(flagFIN):
+			name = who + " FIN"
+		case acksTheirs && s.PureACK():
+			name = who + " ACK"
+		}
+		if name != "" {
+			events = append(events, closeEvent{name, s.T})
+		}
+		if s.Has(flagFIN) {
+			fin[byTund] = s.Seq + uint32(s.Len) + 1
+		}
+	}
+	return events
+}
+
+// eventNames returns the names of c's close events.
+func eventNames(c *Conversation) []string {
+	var names []string
+	for _, e := range closeEvents(c) {
+		names = append(names, e.Name)
+	}
+	return names
+}
+
+// squeeze drops repeats of an event that follow it at once.
+func squeeze(ev []string) []string {
+	var out []string
+	for _, e := range ev {
+		if len(out) == 0 || out[len(out)-1] != e {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// oneConversation returns the only connection in segs.
+func oneConversation(t *testing.T, segs []Segment) *Conversation {
+	t.Helper()
+	convs := conversations(segs)
+	if len(convs) != 1 {
+		t.Fatalf("%d connections on the wire, want 1", len(convs))
+	}
+	return convs[0]
+}
+
+// wantEvents checks the close of the only connection in segs.
+func wantEvents(t *testing.T, segs []Segment, want ...string) *Conversation {
+	t.Helper()
+	c := oneConversation(t, segs)
+	if got := eventNames(c); strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("the close on the wire is %q, want %q:%s", got, want, c)
+	}
+	return c
+}
+
+// at returns the time of the n-th (from 0) close event of c called name.
+func at(t *testing.T, c *Conversation, name string, n int) time.Time {
+	t.Helper()
+	for _, e := range closeEvents(c) {
+		if e.Name == name {
+			if n == 0 {
+				return e.T
+			}
+			n--
+		}
+	}
+	t.Fatalf("no %s #%d on the wire:%s", name, n+1, c)
+	return time.Time{}
+}
+
+// observed lists, for each observation of r, the kernel socket's state
+// (ss) and tund's (its /conns), "" where there was none.
+func observed(r *scenario.Result) (kernel, tund []string) {
+	for _, o := range r.Observations {
+		k, td := "", ""
+		if len(o.Kernel) > 0 {
+			k = o.Kernel[0].State
+		}
+		if len(o.Tund) > 0 {
+			td = o.Tund[0].State
+		}
+		kernel, tund = append(kernel, k), append(tund, td)
+	}
+	return kernel, tund
+}
+
+// TestScenarios runs each close-path scenario through the built binary and
+// checks the three views of it: the segments on the wire (tund's pcap),
+// tund's close record, and the states the kernel's socket showed in ss
+// (beside tund's own table).
+func TestScenarios(t *testing.T) {
+	for _, c := range []struct {
+		name              string
+		kernel, tund      []string // states at each observation
+		kind, initiator   string
+		wire              func(t *testing.T, caps [][]Segment)
+		record            func(t *testing.T, rec *stack.Close)
+		numbers           func(t *testing.T, r *scenario.Result)
+		recordless, multi bool
+	}{
+		{
+			name:   "four-way",
+			kernel: []string{"FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"CLOSE-WAIT", ""},
+			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			wire: func(t *testing.T, caps [][]Segment) {
+				c := wantEvents(t, caps[0], "K FIN", "T ACK", "T FIN/ACK", "K ACK")
+				if gap := at(t, c, "T FIN/ACK", 0).Sub(at(t, c, "T ACK", 0)); gap < 900*time.Millisecond {
+					t.Errorf("tund's FIN came %v after its ACK, want the 1 s close-delay", gap)
+				}
+			},
+		},
+		{
+			name:   "three-way",
+			kernel: []string{"TIME-WAIT"}, tund: []string{""},
+			kind: stack.KindThreeWay, initiator: stack.SidePeer,
+			wire: func(t *testing.T, caps [][]Segment) { wantEvents(t, caps[0], "K FIN", "T FIN/ACK", "K ACK") },
+		},
+		{
+			name:   "half-close",
+			kernel: []string{"FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"LAST-ACK|CLOSE-WAIT", ""},
+			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			wire: func(t *testing.T, caps [][]Segment) {
+				// Window updates repeat tund's ACK of the client's FIN.
+				c := oneConversation(t, caps[0])
+				if ev := squeeze(eventNames(c)); strings.Join(ev, ", ") != "K FIN, T ACK, T FIN/ACK, K ACK" {
+					t.Errorf("the close on the wire is %q, want K FIN, T ACK, T FIN/ACK, K ACK:%s", ev, c)
+				}
+				kFIN, tFIN := at(t, c, "K FIN", 0), at(t, c, "T FIN/ACK", 0)
+				// Bytes by sequence range, so a retransmitted segment counts once.
+				var isn, end uint32
+				after := 0
+				for _, s := range c.Segs {
+					if s.Src.Addr() != tundAddr {
+						continue
+					}
+					if s.Has(flagSYN) {
+						isn, end = s.Seq+1, s.Seq+1
+					}
+					if e := s.Seq + uint32(s.Len); s.Len > 0 && int32(e-end) > 0 {
+						if s.T.After(kFIN) && !s.T.After(tFIN) {
+							after += int(e - end)
+						}
+						end = e
+					}
+				}
+				total := int(end - isn)
+				t.Logf("tund sent %d bytes, %d of them after the client's FIN", total, after)
+				if total != 512<<10 || after == 0 {
+					t.Errorf("tund sent %d bytes, %d after the client's FIN; want 524288, some after", total, after)
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				if r.Observations[0].Kernel[0].RecvQ == 0 {
+					t.Errorf("the client's Recv-Q was empty in FIN-WAIT-2; want echo's answer arriving: %+v", r.Observations[0])
+				}
+			},
+		},
+		{
+			name:   "lost-final-ack",
+			kernel: []string{"LAST-ACK", "", ""}, tund: []string{"TIME-WAIT", "TIME-WAIT", ""},
+			initiator: stack.SideTund,
+			wire: func(t *testing.T, caps [][]Segment) {
+				// The dropped ACK never reached the wire: the kernel's FIN is
+				// there twice, and tund's ACK once, after the second.
+				c := oneConversation(t, caps[0])
+				ev := strings.Join(eventNames(c), ", ")
+				if ev != "T FIN, K FIN/ACK, K FIN/ACK, T ACK" && ev != "T FIN, K ACK, K FIN/ACK, K FIN/ACK, T ACK" {
+					t.Errorf("the close on the wire is %q, want tund's FIN, the kernel's FIN twice, one ACK from tund:%s", ev, c)
+				}
+			},
+			record: func(t *testing.T, rec *stack.Close) {
+				dropped := 0
+				for _, s := range rec.Segments {
+					if s.Fault == stack.FaultDropFinalACK {
+						dropped++
+					}
+				}
+				if !rec.FinalACKLost || rec.FINRetransmits != 1 || dropped != 1 {
+					t.Errorf("record: final ACK lost %v, %d FIN retransmissions, %d segments dropped by the fault; want true, 1, 1", rec.FinalACKLost, rec.FINRetransmits, dropped)
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				after := r.Numbers["time_wait_after_second_ack_seconds"]
+				first := r.Numbers["time_wait_after_first_ack_seconds"]
+				if after < 1.95 || first < after+0.15 {
+					t.Errorf("TIME-WAIT ended %.3fs after the second ACK and %.3fs after the first; want 2 x MSL (2s) after the second", after, first)
+				}
+			},
+		},
+		{
+			name:   "no-time-wait",
+			kernel: []string{"LAST-ACK", ""}, tund: []string{"", ""},
+			kind: stack.KindReset, initiator: stack.SideTund,
+			wire: func(t *testing.T, caps [][]Segment) {
+				c := oneConversation(t, caps[0])
+				ev := strings.Join(eventNames(c), ", ")
+				if ev != "T FIN, K FIN/ACK, K FIN/ACK, T RST" && ev != "T FIN, K ACK, K FIN/ACK, K FIN/ACK, T RST" {
+					t.Errorf("the close on the wire is %q, want tund's FIN, the kernel's FIN twice, tund's RST:%s", ev, c)
+				}
+			},
+			record: func(t *testing.T, rec *stack.Close) {
+				if rec.ResetBy != stack.SideTund {
+					t.Errorf("record: reset by %q, want tund", rec.ResetBy)
+				}
+			},
+		},
+		{
+			name: "port-exhaustion", recordless: true, multi: true,
+			wire: func(t *testing.T, caps [][]Segment) {
+				if len(caps) != 3 {
+					t.Fatalf("%d pcaps, want one per configuration (3)", len(caps))
+				}
+				for i, segs := range caps {
+					syns := map[uint16]int{}
+					for _, c := range conversations(segs) {
+						if c.Client.Addr() != tundAddr {
+							continue
+						}
+						syns[c.Client.Port()]++
+						if c.Client.Port() < 40000 || c.Client.Port() > 40099 {
+							t.Errorf("run %d: tund connected from port %d, outside --port-range", i+1, c.Client.Port())
+						}
+					}
+					maxUse := 0
+					for _, n := range syns {
+						maxUse = max(maxUse, n)
+					}
+					// conversations() keys by 4-tuple, so a reused port is
+					// one conversation: count SYNs instead.
+					synCount := 0
+					for _, s := range segs {
+						if s.Src.Addr() == tundAddr && s.Flags&(flagSYN|flagACK) == flagSYN {
+							synCount++
+						}
+					}
+					t.Logf("run %d: %d SYNs from tund on %d ports", i+1, synCount, len(syns))
+					switch i {
+					case 0: // MSL 30s: each port once, and no more ports
+						if synCount != 100 || len(syns) != 100 {
+							t.Errorf("MSL 30s: %d SYNs on %d ports, want 100 on 100 (no port reused while in TIME-WAIT)", synCount, len(syns))
+						}
+					default: // ports used again
+						if synCount <= 100 {
+							t.Errorf("run %d: %d SYNs, want ports used again (more than 100)", i+1, synCount)
+						}
+					}
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				if len(r.Runs) != 3 {
+					t.Fatalf("%d runs, want 3", len(r.Runs))
+				}
+				long, short, reuse := r.Runs[0], r.Runs[1], r.Runs[2]
+				t.Logf("ok/s and errors: MSL 30s %.0f %d, MSL 250ms %.0f %d, reuse %.0f %d", long.PerSecond, long.Errors, short.PerSecond, short.Errors, reuse.PerSecond, reuse.Errors)
+				if long.OK != 100 || long.Errors == 0 || long.TimeWait != 100 {
+					t.Errorf("MSL 30s: %d ok, %d errors, %v in TIME-WAIT; want 100, some, 100", long.OK, long.Errors, long.TimeWait)
+				}
+				if short.OK < 2*long.OK || reuse.OK < 2*long.OK {
+					t.Errorf("MSL 250ms gave %d, reuse %d connections; want at least twice MSL 30s's %d", short.OK, reuse.OK, long.OK)
+				}
+			},
+		},
+		{
+			name:   "long-merge-window",
+			kernel: []string{"FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"CLOSE-WAIT", "CLOSE-WAIT", ""},
+			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			wire: func(t *testing.T, caps [][]Segment) {
+				c := oneConversation(t, caps[0])
+				ev := eventNames(c)
+				if len(ev) < 5 || ev[0] != "K FIN" || ev[1] != "K FIN" || ev[2] != "T ACK" || ev[len(ev)-2] != "T FIN/ACK" || ev[len(ev)-1] != "K ACK" {
+					t.Errorf("the close on the wire is %q, want the kernel's FIN twice before tund's first ACK, then tund's FIN:%s", ev, c)
+				}
+				if wait := at(t, c, "T ACK", 0).Sub(at(t, c, "K FIN", 0)); wait < 200*time.Millisecond || wait > 300*time.Millisecond {
+					t.Errorf("tund's ACK came %v after the client's FIN; want after the client's RTO (200 ms) and before the 300 ms window ends", wait)
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				if r.Numbers["merge_flushed"] != 1 {
+					t.Errorf("merge flushed %v, want 1", r.Numbers["merge_flushed"])
+				}
+			},
+		},
+		{
+			name:   "simultaneous",
+			kernel: []string{"FIN-WAIT-1", "CLOSING", "TIME-WAIT"}, tund: []string{"CLOSING", "TIME-WAIT", "TIME-WAIT"},
+			kind: stack.KindSimultaneous, initiator: "tund|peer",
+			wire: func(t *testing.T, caps [][]Segment) {
+				// Both FINs on the wire, neither acknowledging the other;
+				// the kernel's ACKed last: by tund's ACK of its retransmitted
+				// FIN, or by tund's own FIN sent again (also 300 ms late).
+				c := oneConversation(t, caps[0])
+				ev := eventNames(c)
+				crossed := len(ev) >= 4 && ((ev[0] == "K FIN" && ev[1] == "T FIN") || (ev[0] == "T FIN" && ev[1] == "K FIN"))
+				if !crossed || (ev[len(ev)-1] != "T ACK" && ev[len(ev)-1] != "T FIN/ACK") || slices.Contains(ev[:2], "T ACK") {
+					t.Errorf("the close on the wire is %q, want both FINs first, neither acknowledging the other, and at the end tund acknowledging the kernel's FIN:%s", ev, c)
+				}
+			},
+		},
+		{
+			name:   "close-wait-leak",
+			kernel: []string{"FIN-WAIT-2", "", ""}, tund: []string{"CLOSE-WAIT", "CLOSE-WAIT", ""},
+			kind: stack.KindReset, initiator: stack.SidePeer,
+			wire: func(t *testing.T, caps [][]Segment) {
+				c := wantEvents(t, caps[0], "K FIN", "T ACK", "T FIN/ACK", "K RST")
+				if gap := at(t, c, "T FIN/ACK", 0).Sub(at(t, c, "T ACK", 0)); gap < 3500*time.Millisecond {
+					t.Errorf("tund's FIN came %v after its ACK, want echo's 4 s", gap)
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				if w := r.Numbers["kernel_fin_wait2_seconds"]; w < 1.5 || w > 3.5 {
+					t.Errorf("the kernel sat in FIN-WAIT-2 for %.2fs, want about its tcp_fin_timeout (2 s)", w)
+				}
+			},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, caps := runScenario(t, c.name)
+			c.wire(t, caps)
+			if !c.recordless {
+				if len(res.Records) != 1 {
+					t.Fatalf("%d close records, want 1", len(res.Records))
+				}
+				rec := res.Records[0]
+				if (c.kind != "" && rec.Kind != c.kind) || !contains(strings.Split(c.initiator, "|"), rec.Initiator) {
+					t.Errorf("record: %s close started by %s, want %s started by %s", rec.Kind, rec.Initiator, c.kind, c.initiator)
+				}
+				if c.record != nil {
+					c.record(t, rec)
+				}
+			}
+			kernel, tund := observed(res)
+			if strings.Join(kernel, ",") != strings.Join(c.kernel, ",") {
+				t.Errorf("ss showed the kernel's socket in %q, want %q", kernel, c.kernel)
+			}
+			if len(tund) != len(c.tund) {
+				t.Errorf("tund's table showed %q, want %q", tund, c.tund)
+			} else {
+				for i := range tund {
+					if !contains(strings.Split(c.tund[i], "|"), tund[i]) {
+						t.Errorf("tund's table showed %q, want %q", tund, c.tund)
+						break
+					}
+				}
+			}
+			if c.numbers != nil {
+				c.numbers(t, res)
+			}
+			if t.Failed() {
+				out, _ := json.MarshalIndent(res, "", "  ")
+				t.Logf("result:\n%s", out)
+			}
+		})
+	}
+}
