@@ -118,24 +118,6 @@ func (e *Env) sysctl(key, value string) error {
 	return err
 }
 
-// iptables adds a rule in the namespace and returns a function that
-// removes it (also run by Close, so a failed run leaves none behind).
-func (e *Env) iptables(rule ...string) (remove func() error, err error) {
-	if _, err := e.run("iptables", append([]string{"-A"}, rule...)...); err != nil {
-		return nil, err
-	}
-	var once sync.Once
-	var rerr error
-	remove = func() error {
-		once.Do(func() { _, rerr = e.run("iptables", append([]string{"-D"}, rule...)...) })
-		return rerr
-	}
-	e.mu.Lock()
-	e.cleanups = append(e.cleanups, func() { remove() })
-	e.mu.Unlock()
-	return remove, nil
-}
-
 // startTund starts tund in the namespace with args (beyond the admin
 // address and the pcap file) and waits for its "ready" line.
 func (e *Env) startTund(args ...string) error {
