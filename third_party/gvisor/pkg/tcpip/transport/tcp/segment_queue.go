@@ -57,7 +57,13 @@ func (q *segmentQueue) enqueue(s *segment) bool {
 
 	// Allow zero sized segments (ACK/FIN/RSTs etc even if the segment queue
 	// is currently full).
-	allow := (used <= int(bufSz) || s.payloadSize() == 0) && !q.frozen
+	//
+	// tund patch 0006: but only up to twice the receive buffer. A
+	// listener's queue holds nothing but zero-sized segments (SYNs), so
+	// without a bound a SYN flood faster than the processor grew it
+	// without limit. Linux bounds its socket backlog the same way
+	// (sk_rcvbuf + sk_sndbuf in sk_add_backlog, which counts ACKs too).
+	allow := (used <= int(bufSz) || (s.payloadSize() == 0 && used <= 2*int(bufSz))) && !q.frozen
 
 	if allow {
 		s.IncRef()
