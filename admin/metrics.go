@@ -67,6 +67,13 @@ func newCollector(st *stack.Stack) *collector {
 	add("tund_tcp_invalid_segments_received_total", "Segments dropped as invalid (bad header or checksum).", func(s *tcpip.TCPStats) uint64 { return s.InvalidSegmentsReceived.Value() })
 	add("tund_tcp_listen_overflow_syn_cookies_sent_total", "SYN cookies sent because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynCookieSent.Value() })
 	add("tund_tcp_listen_overflow_syn_drop_total", "SYNs dropped because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynDrop.Value() })
+	// Overload (SYN floods): what listeners answered with cookies, what
+	// they refused, and what the stack dropped before TCP processed it (a
+	// full segment queue, see gVisor patch 0006).
+	add("tund_tcp_listen_overflow_syn_cookies_received_total", "Valid SYN cookies received: connections a full listen queue still accepted.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynCookieRcvd.Value() })
+	add("tund_tcp_listen_overflow_invalid_syn_cookies_received_total", "ACKs to a listener in overflow whose SYN cookie did not verify.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowInvalidSynCookieRcvd.Value() })
+	add("tund_tcp_listen_overflow_ack_drop_total", "Handshake ACKs dropped because the accept queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowAckDrop.Value() })
+	add("tund_dropped_packets_total", "Packets the stack dropped at any layer: full segment queues, no endpoint, bad headers.", func(*tcpip.TCPStats) uint64 { return st.GVisor().Stats().DroppedPackets.Value() })
 	return c
 }
 
