@@ -42,7 +42,7 @@ var tundBin string
 var requiredTools = map[string]string{
 	"ip": "iproute2", "curl": "curl", "nc": "netcat-openbsd", "socat": "socat",
 	"wrk": "wrk", "ab": "apache2-utils", "tcpdump": "tcpdump", "setpriv": "util-linux",
-	"unshare": "util-linux", "ping": "iputils-ping", "ss": "iproute2", "sysctl": "procps",
+	"unshare": "util-linux", "ping": "iputils-ping", "hping3": "hping3", "ss": "iproute2", "sysctl": "procps",
 }
 
 func TestMain(m *testing.M) {
