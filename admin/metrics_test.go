@@ -32,6 +32,7 @@ func TestMetricsScrape(t *testing.T) {
 		`tund_tcp_conns_refused_total 0`,
 		`tund_tcp_conns_open 0`,
 		`tund_faults_total{fault="drop-final-ack"} 0`,
+		`tund_time_wait_table_total{event="reacked"} 0`,
 		`tund_tcp_listen_overflow_syn_cookies_sent_total 0`,
 	} {
 		if !strings.Contains(body, want) {

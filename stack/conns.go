@@ -16,7 +16,8 @@ type ConnInfo struct {
 	Remote netip.AddrPort `json:"remote"`
 }
 
-// Conns lists the stack's TCP endpoints, listeners and TIME-WAIT included,
+// Conns lists the stack's TCP endpoints, listeners and TIME-WAIT (the
+// compact table's too) included,
 // sorted by state, then local and remote address. It takes each endpoint's
 // lock briefly: it is for inspection, not for the data path.
 func (s *Stack) Conns() []ConnInfo {
@@ -30,6 +31,12 @@ func (s *Stack) Conns() []ConnInfo {
 			c.Remote = addrPort(a.Addr, a.Port)
 		}
 		out = append(out, c)
+	}
+	if s.tw != nil {
+		for _, fl := range s.tw.timeWaits() {
+			local, remote := fl.addrs()
+			out = append(out, ConnInfo{State: "TIME-WAIT", Local: local, Remote: remote})
+		}
 	}
 	slices.SortFunc(out, func(a, b ConnInfo) int {
 		if a.State != b.State {
@@ -52,6 +59,11 @@ func (s *Stack) StateCounts() map[string]int {
 	counts := map[string]int{}
 	for _, tep := range s.endpoints() {
 		counts[StateName(tep.EndpointState())]++
+	}
+	if s.tw != nil {
+		if n := s.tw.Len(); n > 0 {
+			counts["TIME-WAIT"] += n
+		}
 	}
 	return counts
 }

@@ -46,6 +46,9 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 		ep.Close()
 		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
 	}
+	// Its connections' TIME-WAIT may go to the compact table; a port that
+	// tund dials from never does (see timeWaitTable).
+	s.listening.add(port)
 	return &Listener{st: s, ep: ep, wq: wq, closed: make(chan struct{})}, nil
 }
 

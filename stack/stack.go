@@ -75,6 +75,11 @@ type Config struct {
 	// TIME-WAIT early (Linux's net.ipv4.tcp_tw_reuse). Off, a port in
 	// TIME-WAIT stays taken for 2 x MSL.
 	TimeWaitReuse bool
+	// FullTimeWait keeps gVisor's own endpoint, about 5 KB, for each
+	// connection in TIME-WAIT. Otherwise the connections that services
+	// accepted hand their TIME-WAIT to a compact table (about 100 bytes
+	// each, see timeWaitTable) that behaves the same on the wire.
+	FullTimeWait bool
 	// NoTrace turns the close tracer off (for measuring what it costs).
 	NoTrace bool
 	// Pcap, when not nil, receives every packet that crosses the link, in
@@ -88,8 +93,12 @@ type Stack struct {
 	addrs  []netip.Addr
 	merge  *mergeEndpoint
 	faults *faultEndpoint // nil when no fault is set
-	tracer *tracer        // nil when tracing is off
-	closes *closeLog
+	tw     *timeWaitTable // nil with FullTimeWait or no TIME-WAIT
+	// listening are the ports with a listener: their connections' TIME-WAIT
+	// goes to tw.
+	listening *portSet
+	tracer    *tracer // nil when tracing is off
+	closes    *closeLog
 
 	maxConns int
 	active   atomic.Int64  // Conns open (not yet closed by their holder)
@@ -130,6 +139,14 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		faults = newFaultEndpoint(link, c.Faults, c.PortFaults, tr)
 		link = faults
 	}
+	// The compact TIME-WAIT answers late segments beneath the stack, and
+	// above the faults and the tracer, which see its ACKs as the stack's.
+	listening := new(portSet)
+	var tw *timeWaitTable
+	if c.MSL > 0 && !c.FullTimeWait {
+		tw = newTimeWaitTable(link, 2*c.MSL, c.TimeWaitRSTCloses, listening)
+		link = tw
+	}
 	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -145,6 +162,11 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	}()
 	if err := setTCPOptions(s, c); err != nil {
 		return nil, err
+	}
+	if tw != nil {
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitHandoffOption(tw.handoff))); err != nil {
+			return nil, fmt.Errorf("stack: setting the TIME-WAIT handoff: %s", err)
+		}
 	}
 	if c.PortRange != [2]uint16{} {
 		if err := s.SetPortRange(c.PortRange[0], c.PortRange[1]); err != nil {
@@ -174,7 +196,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tw: tw, listening: listening, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -233,6 +255,15 @@ func (s *Stack) FaultStats() *FaultStats {
 		return &FaultStats{}
 	}
 	return s.faults.Stats()
+}
+
+// TimeWaitStats returns the counters of the compact TIME-WAIT table (all
+// zero with FullTimeWait).
+func (s *Stack) TimeWaitStats() *TimeWaitStats {
+	if s.tw == nil {
+		return &TimeWaitStats{}
+	}
+	return &s.tw.stats
 }
 
 // GVisor returns the underlying gVisor stack, for what this package does not

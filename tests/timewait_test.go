@@ -19,22 +19,25 @@ import (
 // 2.6 s (still inside the restarted TIME-WAIT: ACKed) and at 5.4 s (past
 // 2.6 s + 2 s: the connection is gone, no ACK). With --msl 0 there is no
 // TIME-WAIT: a FIN replayed at 0.3 s is answered with RST, not an ACK.
+// Both ways of keeping TIME-WAIT (--time-wait compact, the default, and
+// full, gVisor's endpoint) must look the same on the wire.
 func TestTimeWaitReplayedFIN(t *testing.T) {
 	for _, c := range []struct {
-		msl     string
-		offsets []time.Duration
-		acked   []bool
+		msl, keep string
+		offsets   []time.Duration
+		acked     []bool
 	}{
-		{"1s", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
-		{"0", []time.Duration{300 * time.Millisecond}, []bool{false}},
+		{"1s", "compact", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
+		{"1s", "full", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
+		{"0", "compact", []time.Duration{300 * time.Millisecond}, []bool{false}},
 	} {
-		t.Run("msl "+c.msl, func(t *testing.T) { replayFINs(t, c.msl, c.offsets, c.acked) })
+		t.Run("msl "+c.msl+" "+c.keep, func(t *testing.T) { replayFINs(t, []string{"--msl", c.msl, "--time-wait", c.keep}, c.offsets, c.acked) })
 	}
 }
 
-func replayFINs(t *testing.T, msl string, offsets []time.Duration, wantACKed []bool) {
+func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed []bool) {
 	ns := newNS(t)
-	startTund(t, ns, "--msl", msl, "--serve", "daytime")
+	startTund(t, ns, append(args, "--serve", "daytime")...)
 	first := capture(t, ns, "tund0", "tcp port 13")
 	conn, err := ns.Dial("tcp", net.JoinHostPort(stackV4, "13"))
 	if err != nil {

@@ -102,6 +102,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		";\nproxy:PORT=IP:PORT[/OPTION...] carries connections to PORT on to a kernel address (e.g. proxy:8080=127.0.0.1:80);\noptions: half-close=allow|close|DURATION, abort (RST instead of FIN), fin-wait2=DURATION,\nfin-ack-merge=DURATION, close-delay=DURATION (echo, discard), and the faults below\n(drop-final-ack=, drop-fin=, delay-fin=, no-fin, loss-in=, loss-out=). Example: http,echo/fin-ack-merge=0,chargen:1919/half-close=close")
 	fs.DurationVar(&o.stack.MSL, "msl", stack.DefaultMSL, "maximum segment lifetime; TIME-WAIT lasts 2 x MSL. 0 disables TIME-WAIT (unsafe, see README)")
 	halfClose := fs.String("half-close", "allow", "`policy`: what services do when the peer half-closes (sends FIN while tund still sends):\nallow (RFC 9293: go on until done), close (close at once), or a DURATION to stay half-open")
+	twKeep := fs.String("time-wait", "compact", "how TIME-WAIT is kept (`compact|full`): compact hands each accepted connection's TIME-WAIT to a\n~100-byte table entry that answers exactly as gVisor would; full keeps gVisor's ~5 KB endpoint")
 	twRST := fs.String("time-wait-rst", "ignore", "`what` an RST does to a connection in TIME-WAIT: ignore (RFC 1337, gVisor) or close\n(RFC 9293 and Linux's default: TIME-WAIT ends early)")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
@@ -189,6 +190,13 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		if o.stack.PortRange, err = parsePortRange(*portRange); err != nil {
 			return nil, err
 		}
+	}
+	switch *twKeep {
+	case "compact":
+	case "full":
+		o.stack.FullTimeWait = true
+	default:
+		return nil, fmt.Errorf("--time-wait %q: want compact or full", *twKeep)
 	}
 	switch *twReuse {
 	case "off":

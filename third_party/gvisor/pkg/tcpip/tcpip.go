@@ -1454,6 +1454,32 @@ func (*TCPTimeWaitRSTOption) isGettableTransportProtocolOption() {}
 
 func (*TCPTimeWaitRSTOption) isSettableTransportProtocolOption() {}
 
+// TimeWaitHandoff describes a connection that has just entered TIME-WAIT
+// (tund patch 0005): enough to answer, from outside the endpoint, the
+// segments that can still arrive for it (RFC 9293 §3.10.7.4).
+type TimeWaitHandoff struct {
+	NetProto                    NetworkProtocolNumber
+	LocalAddress, RemoteAddress Address
+	LocalPort, RemotePort       uint16
+	// SndNxt and RcvNxt are the sequence and acknowledgement numbers of
+	// the endpoint's ACKs; Window is the window field they carried.
+	SndNxt, RcvNxt uint32
+	Window         uint16
+	// TS reports that the connection uses timestamps (RFC 7323); TSVal is
+	// the endpoint's timestamp clock now (it ticks in milliseconds) and
+	// TSEcr the last timestamp it echoed.
+	TS           bool
+	TSVal, TSEcr uint32
+}
+
+// TCPTimeWaitHandoffOption (tund patch 0005), when set, is offered each
+// connection as it enters TIME-WAIT. If it returns true it has taken the
+// TIME-WAIT over: the endpoint closes at once, freeing its memory, and the
+// function's owner answers the connection's late segments.
+type TCPTimeWaitHandoffOption func(TimeWaitHandoff) bool
+
+func (*TCPTimeWaitHandoffOption) isSettableTransportProtocolOption() {}
+
 // TCPTimeWaitReuseOption is used stack.(*Stack).TransportProtocolOption to
 // specify if the stack can reuse the port bound by an endpoint in TIME-WAIT for
 // new connections when it is safe from protocol viewpoint.

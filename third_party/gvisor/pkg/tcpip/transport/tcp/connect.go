@@ -1578,6 +1578,41 @@ func (e *Endpoint) getTimeWaitDuration() time.Duration {
 	return timeWaitDuration
 }
 
+// handOffTimeWait offers the connection, which has just entered TIME-WAIT,
+// to the stack's TCPTimeWaitHandoffOption (tund patch 0005). If that takes
+// it, the endpoint closes at once and reports true.
+//
+// +checklocks:e.mu
+func (e *Endpoint) handOffTimeWait() bool {
+	e.protocol.mu.RLock()
+	h := e.protocol.timeWaitHandoff
+	e.protocol.mu.RUnlock()
+	if h == nil || e.snd == nil || e.rcv == nil {
+		return false
+	}
+	id := e.TransportEndpointInfo.ID
+	wnd := e.rcv.currentWindow() >> e.rcv.RcvWndScale
+	if wnd > 0xffff {
+		wnd = 0xffff
+	}
+	tw := tcpip.TimeWaitHandoff{
+		NetProto:     e.NetProto,
+		LocalAddress: id.LocalAddress, RemoteAddress: id.RemoteAddress,
+		LocalPort: id.LocalPort, RemotePort: id.RemotePort,
+		SndNxt: uint32(e.snd.SndNxt), RcvNxt: uint32(e.rcv.RcvNxt),
+		Window: uint16(wnd),
+		TS:     e.SendTSOk, TSVal: e.tsValNow(), TSEcr: e.recentTimestamp(),
+	}
+	if !h(tw) {
+		return false
+	}
+	if e.finWait2Timer != nil {
+		e.finWait2Timer.Stop()
+	}
+	e.transitionToStateCloseLocked()
+	return true
+}
+
 // timeWaitTimerExpired is called when an endpoint completes the required time
 // (typically 2 * MSL unless configured to something else at a stack level) in
 // TIME-WAIT state.

@@ -225,6 +225,12 @@ func handleConnected(ep *Endpoint) {
 		ep.drainClosingSegmentQueue()
 		ep.waiterQueue.Notify(waiter.EventHUp | waiter.EventErr | waiter.ReadableEvents | waiter.WritableEvents)
 		return
+	case ep.EndpointState() == StateTimeWait && ep.handOffTimeWait():
+		// tund patch 0005: the TIME-WAIT is kept outside the endpoint.
+		ep.mu.Unlock()
+		ep.drainClosingSegmentQueue()
+		ep.waiterQueue.Notify(waiter.EventHUp | waiter.EventErr | waiter.ReadableEvents | waiter.WritableEvents)
+		return
 	case ep.EndpointState() == StateTimeWait:
 		startTimeWait(ep)
 	}

@@ -118,6 +118,8 @@ type protocol struct {
 	// +checklocks:mu
 	timeWaitRST tcpip.TCPTimeWaitRSTOption
 	// +checklocks:mu
+	timeWaitHandoff tcpip.TCPTimeWaitHandoffOption
+	// +checklocks:mu
 	minRTO time.Duration
 	// +checklocks:mu
 	maxRTO time.Duration
@@ -361,6 +363,12 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 	case *tcpip.TCPTimeWaitRSTOption:
 		p.mu.Lock()
 		p.timeWaitRST = *v
+		p.mu.Unlock()
+		return nil
+
+	case *tcpip.TCPTimeWaitHandoffOption:
+		p.mu.Lock()
+		p.timeWaitHandoff = *v
 		p.mu.Unlock()
 		return nil
 

@@ -1,0 +1,365 @@
+package stack
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// maxTimeWaits bounds the compact table. Past it, connections keep
+// gVisor's own TIME-WAIT: nothing is lost, it only costs more.
+const maxTimeWaits = 1 << 20
+
+// twEntry is one connection in TIME-WAIT: what its late segments need for
+// an answer. It is kept by value: about 40 bytes, against the 5 KB of a
+// gVisor endpoint.
+type twEntry struct {
+	sndNxt, rcvNxt uint32 // of tund's ACKs
+	tsVal, tsEcr   uint32 // tund's timestamp clock at since, and the last echoed
+	since, expires int64  // monotonic nanoseconds (monoNow)
+	window         uint16
+	ts             bool
+}
+
+// twDeadline is an entry's expiry in the order entries started or
+// restarted TIME-WAIT; all last 2 x MSL, so the queue stays sorted.
+type twDeadline struct {
+	fl      flow
+	expires int64
+}
+
+// timeWaitTable keeps the TIME-WAIT of the connections tund accepted,
+// in place of gVisor's endpoints, which it frees as they enter TIME-WAIT
+// (gVisor patch 0005). It is a link endpoint beneath the stack (and the
+// FIN/ACK merge), above the faults and the tracer, so that what it sends
+// is faulted and recorded like the stack's own segments. It answers a
+// TIME-WAIT connection's late segments as gVisor's handleTimeWaitSegment
+// does (RFC 9293 §3.10.7.4, RFC 1122 §4.2.2.13):
+//
+//   - a RST closes TIME-WAIT if it is at RCV.NXT and --time-wait-rst close
+//     is set; otherwise it is ignored (RFC 1337);
+//   - a SYN above RCV.NXT opens a new incarnation: the entry goes and the
+//     SYN passes to the listener; any other segment without ACK is dropped;
+//   - the peer's FIN again (tund's final ACK was lost) is ACKed again and
+//     restarts 2 x MSL;
+//   - a segment out of sequence or with data is ACKed; the rest dropped.
+//
+// Connections tund opened itself (--dial) keep gVisor's TIME-WAIT, whose
+// hold on the local port is what port exhaustion is about.
+type timeWaitTable struct {
+	nested.Endpoint
+
+	duration  int64 // 2 x MSL, in nanoseconds
+	rstCloses bool
+	listening *portSet
+
+	count   atomic.Int32 // len(entries), read without the lock
+	mu      sync.Mutex
+	entries map[flow]twEntry
+	queue   []twDeadline
+	closed  bool
+	kick    chan struct{}
+	stop    chan struct{}
+
+	stats TimeWaitStats
+}
+
+// TimeWaitStats counts what the compact TIME-WAIT table did.
+type TimeWaitStats struct {
+	// Entered counts connections whose TIME-WAIT the table took over.
+	Entered atomic.Uint64
+	// Reacked counts the peer's FINs ACKed again (each restarts 2 x MSL).
+	Reacked atomic.Uint64
+	// Reopened counts TIME-WAITs that a SYN above RCV.NXT ended.
+	Reopened atomic.Uint64
+	// Reset counts TIME-WAITs that an RST ended (--time-wait-rst close).
+	Reset atomic.Uint64
+}
+
+// portSet is a set of ports, read without a lock.
+type portSet [1024]atomic.Uint64
+
+func (p *portSet) add(port uint16)      { p[port/64].Or(1 << (port % 64)) }
+func (p *portSet) has(port uint16) bool { return p[port/64].Load()&(1<<(port%64)) != 0 }
+
+// monoStart anchors monoNow; time.Since reads the monotonic clock.
+var monoStart = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoStart)) }
+
+func newTimeWaitTable(child stack.LinkEndpoint, duration time.Duration, rstCloses bool, listening *portSet) *timeWaitTable {
+	t := &timeWaitTable{
+		duration: int64(duration), rstCloses: rstCloses, listening: listening,
+		entries: make(map[flow]twEntry), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	t.Init(child, t)
+	go t.expire()
+	return t
+}
+
+// handoff is gVisor's TCPTimeWaitHandoffOption: it takes the TIME-WAIT of
+// a connection on a listening port. It runs on the stack's processor with
+// the endpoint locked, so it only records.
+func (t *timeWaitTable) handoff(h tcpip.TimeWaitHandoff) bool {
+	if !t.listening.has(h.LocalPort) {
+		return false
+	}
+	fl := flowOf(netip.AddrPortFrom(addrOf(h.LocalAddress), h.LocalPort), netip.AddrPortFrom(addrOf(h.RemoteAddress), h.RemotePort))
+	now := monoNow()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || len(t.entries) >= maxTimeWaits {
+		return false
+	}
+	t.entries[fl] = twEntry{
+		sndNxt: h.SndNxt, rcvNxt: h.RcvNxt, window: h.Window,
+		ts: h.TS, tsVal: h.TSVal, tsEcr: h.TSEcr,
+		since: now, expires: now + t.duration,
+	}
+	t.push(fl, now+t.duration)
+	t.count.Store(int32(len(t.entries)))
+	t.stats.Entered.Add(1)
+	return true
+}
+
+func addrOf(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip
+}
+
+// push queues an expiry, waking the expirer if the queue was empty.
+func (t *timeWaitTable) push(fl flow, expires int64) {
+	t.queue = append(t.queue, twDeadline{fl, expires})
+	if len(t.queue) == 1 {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// expire ends TIME-WAITs as their 2 x MSL runs out.
+func (t *timeWaitTable) expire() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.kick:
+		case <-timer.C:
+		}
+		timer.Reset(t.expireDue())
+	}
+}
+
+// expireDue removes the entries whose time is up and returns how long
+// until the next one is.
+func (t *timeWaitTable) expireDue() time.Duration {
+	now := monoNow()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := 0
+	for ; i < len(t.queue) && t.queue[i].expires <= now; i++ {
+		d := t.queue[i]
+		// An entry restarted since has a later deadline further back.
+		if e, ok := t.entries[d.fl]; ok && e.expires <= now {
+			delete(t.entries, d.fl)
+		}
+	}
+	// Drop the expired prefix; copy when it is most of the backing array,
+	// so the queue does not pin memory it no longer uses.
+	t.queue = t.queue[i:]
+	if cap(t.queue) > 64 && len(t.queue) < cap(t.queue)/4 {
+		t.queue = append([]twDeadline(nil), t.queue...)
+	}
+	t.count.Store(int32(len(t.entries)))
+	if len(t.queue) == 0 {
+		return time.Hour
+	}
+	return time.Duration(t.queue[0].expires - now)
+}
+
+// DeliverNetworkPacket answers the segments of connections in TIME-WAIT
+// and passes every other packet up.
+func (t *timeWaitTable) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if t.count.Load() > 0 {
+		size := pkt.Data().Size()
+		if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
+			if f, ok := parseInbound(b, size); ok && !t.inbound(f, b) {
+				return
+			}
+		}
+	}
+	t.Endpoint.DeliverNetworkPacket(protocol, pkt)
+}
+
+// inbound handles a segment for a connection in TIME-WAIT, if it is one,
+// and reports whether the segment goes on up.
+func (t *timeWaitTable) inbound(f tcpFields, b []byte) bool {
+	t.mu.Lock()
+	e, ok := t.entries[f.flow]
+	if !ok {
+		t.mu.Unlock()
+		return true
+	}
+	var reply []byte
+	switch {
+	case f.flags&header.TCPFlagRst != 0:
+		if t.rstCloses && f.seq == e.rcvNxt {
+			delete(t.entries, f.flow)
+			t.stats.Reset.Add(1)
+		}
+	case f.flags&header.TCPFlagSyn != 0 && int32(f.seq-e.rcvNxt) > 0:
+		delete(t.entries, f.flow)
+		t.count.Store(int32(len(t.entries)))
+		t.stats.Reopened.Add(1)
+		t.mu.Unlock()
+		return true
+	case f.flags&header.TCPFlagAck == 0:
+	default:
+		tsVal, hasTS := tsValOf(b)
+		if e.ts && hasTS && int32(tsVal-e.tsEcr) > 0 && int32(f.seq-e.rcvNxt) <= 0 {
+			e.tsEcr = tsVal // RFC 7323 §4.3, as gVisor's updateRecentTimestamp
+		}
+		now := monoNow()
+		switch {
+		case f.flags&header.TCPFlagFin != 0 && f.seq+1 == e.rcvNxt:
+			e.expires = now + t.duration
+			t.push(f.flow, e.expires)
+			t.stats.Reacked.Add(1)
+			reply = t.ack(f.flow, &e, now)
+		case f.seq != e.rcvNxt || f.payloadLen != 0:
+			reply = t.ack(f.flow, &e, now)
+		}
+		t.entries[f.flow] = e
+	}
+	t.count.Store(int32(len(t.entries)))
+	closed := t.closed
+	t.mu.Unlock()
+	if reply != nil && !closed {
+		t.send(f.flow, reply)
+	}
+	return false
+}
+
+// tsValOf returns the TSval of the segment's timestamp option, if it has
+// one; b starts with the IP header (parseInbound accepted it).
+func tsValOf(b []byte) (uint32, bool) {
+	ipLen := header.IPv6MinimumSize
+	if b[0]>>4 == 4 {
+		ipLen = int(header.IPv4(b).HeaderLength())
+	}
+	tcp := header.TCP(b[ipLen:])
+	off := int(tcp.DataOffset())
+	if off > len(tcp) {
+		return 0, false
+	}
+	opts := header.ParseTCPOptions(tcp[header.TCPMinimumSize:off])
+	return opts.TSVal, opts.TS
+}
+
+// ack builds the TCP header of tund's ACK in TIME-WAIT, as gVisor's
+// sendAck would: SND.NXT, RCV.NXT, the last window and, with timestamps,
+// tund's clock and the last TSval seen.
+func (t *timeWaitTable) ack(fl flow, e *twEntry, now int64) []byte {
+	n := header.TCPMinimumSize
+	if e.ts {
+		n += 12 // NOP, NOP, TS: gVisor's layout
+	}
+	b := make([]byte, n)
+	header.TCP(b).Encode(&header.TCPFields{
+		SrcPort: fl.localPort, DstPort: fl.remotePort, SeqNum: e.sndNxt, AckNum: e.rcvNxt,
+		DataOffset: uint8(n), Flags: header.TCPFlagAck, WindowSize: e.window,
+	})
+	if e.ts {
+		b[20], b[21] = header.TCPOptionNOP, header.TCPOptionNOP
+		tsVal := e.tsVal + uint32((now-e.since)/int64(time.Millisecond))
+		header.EncodeTSOption(tsVal, e.tsEcr, b[22:])
+	}
+	return b
+}
+
+// send writes a TCP segment of fl, with its IP header, to the link below.
+func (t *timeWaitTable) send(fl flow, tcpHdr []byte) {
+	netProto, id := fl.endpointID()
+	tcp := header.TCP(tcpHdr)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, id.LocalAddress, id.RemoteAddress, uint16(len(tcpHdr)))
+	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
+	ipLen := header.IPv4MinimumSize
+	if fl.v6 {
+		ipLen = header.IPv6MinimumSize
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: ipLen + len(tcpHdr) + int(t.MaxHeaderLength())})
+	defer pkt.DecRef()
+	copy(pkt.TransportHeader().Push(len(tcpHdr)), tcpHdr)
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	total := ipLen + len(tcpHdr)
+	if fl.v6 {
+		header.IPv6(pkt.NetworkHeader().Push(ipLen)).Encode(&header.IPv6Fields{
+			PayloadLength: uint16(len(tcpHdr)), TransportProtocol: header.TCPProtocolNumber, HopLimit: 64,
+			SrcAddr: id.LocalAddress, DstAddr: id.RemoteAddress,
+		})
+	} else {
+		ip := header.IPv4(pkt.NetworkHeader().Push(ipLen))
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+			SrcAddr: id.LocalAddress, DstAddr: id.RemoteAddress,
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	pkt.NetworkProtocolNumber = netProto
+	var l stack.PacketBufferList
+	l.PushBack(pkt.IncRef())
+	t.Endpoint.WritePackets(l)
+	l.Reset()
+}
+
+// timeWaits returns the connections in the table, for the connection
+// table and the state gauge.
+func (t *timeWaitTable) timeWaits() []flow {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]flow, 0, len(t.entries))
+	for fl := range t.entries {
+		out = append(out, fl)
+	}
+	return out
+}
+
+// Len returns how many connections are in the table.
+func (t *timeWaitTable) Len() int { return int(t.count.Load()) }
+
+// Attach forgets every TIME-WAIT when the stack detaches: the link is
+// going away, and a connection whose close completed needs nothing more.
+func (t *timeWaitTable) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		t.shutdown()
+	}
+	t.Endpoint.Attach(d)
+}
+
+// Close stops the table and closes the link below.
+func (t *timeWaitTable) Close() {
+	t.shutdown()
+	t.Endpoint.Close()
+}
+
+func (t *timeWaitTable) shutdown() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.closed = true
+	close(t.stop)
+	clear(t.entries)
+	t.queue = nil
+	t.count.Store(0)
+}

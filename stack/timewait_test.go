@@ -1,0 +1,135 @@
+package stack
+
+import (
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// timeWaitPeer connects with c, closes from tund's side and completes the
+// close from the peer: tund is then in TIME-WAIT. It returns the peer and
+// tund's FIN.
+func timeWaitPeer(t *testing.T, c Config) (*peer, tcpFields) {
+	t.Helper()
+	p := connectConfig(t, c)
+	p.conn.Close()
+	fin := p.next(time.Second)
+	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.ack != peerISS+2 {
+		t.Fatalf("final ACK: got %s ack=%d, want ACK ack=%d", flagString(ack.flags), ack.ack, peerISS+2)
+	}
+	return p, fin
+}
+
+// gvisorTimeWaits counts gVisor's own endpoints in TIME-WAIT.
+func gvisorTimeWaits(s *Stack) int {
+	n := 0
+	for _, ep := range s.endpoints() {
+		if ep.EndpointState() == tcp.StateTimeWait {
+			n++
+		}
+	}
+	return n
+}
+
+// awaitCount polls f until it returns want, for up to 2 s: the handoff
+// happens on the stack's processor, after the final ACK left.
+func awaitCount(t *testing.T, what string, want int, f func() int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for f() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d, want %d", what, f(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCompactTimeWait(t *testing.T) {
+	p, fin := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
+	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+	if n := gvisorTimeWaits(p.st); n != 0 {
+		t.Errorf("gVisor still holds %d endpoints in TIME-WAIT", n)
+	}
+	if n := p.st.StateCounts()["TIME-WAIT"]; n != 1 {
+		t.Errorf("StateCounts TIME-WAIT = %d, want 1", n)
+	}
+	conns := p.st.Conns()
+	found := false
+	for _, c := range conns {
+		found = found || c.State == "TIME-WAIT" && c.Remote.Port() == peerPort
+	}
+	if !found {
+		t.Errorf("Conns lists no TIME-WAIT for the peer: %+v", conns)
+	}
+
+	// The peer's FIN again: ACKed again, exactly as the first time.
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.seq != fin.seq+1 || ack.ack != peerISS+2 {
+		t.Fatalf("replayed FIN: got %s seq=%d ack=%d, want ACK seq=%d ack=%d", flagString(ack.flags), ack.seq, ack.ack, fin.seq+1, peerISS+2)
+	}
+	// Data, or a segment out of sequence: ACKed, TIME-WAIT not restarted.
+	p.send(header.TCPFlagAck, peerISS+7, fin.seq+1)
+	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.ack != peerISS+2 {
+		t.Fatalf("segment out of sequence: got %s ack=%d, want an ACK of RCV.NXT", flagString(ack.flags), ack.ack)
+	}
+	// A pure ACK in sequence, a SYN at or below RCV.NXT and a RST are
+	// dropped in silence (RFC 1337: the RST does not end TIME-WAIT).
+	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagSyn, peerISS+1, 0)
+	p.send(header.TCPFlagRst, peerISS+2, 0)
+	p.noSegment(100*time.Millisecond, "an in-sequence ACK, an old SYN and a RST need no answer")
+	if n := p.st.tw.Len(); n != 1 {
+		t.Fatalf("%d TIME-WAITs after the RST, want 1 (ignored)", n)
+	}
+	if s := p.st.TimeWaitStats(); s.Entered.Load() != 1 || s.Reacked.Load() != 1 {
+		t.Errorf("entered %d, re-ACKed %d; want 1, 1", s.Entered.Load(), s.Reacked.Load())
+	}
+
+	// A SYN above RCV.NXT is a new incarnation (RFC 1122 §4.2.2.13): the
+	// listener answers it.
+	p.send(header.TCPFlagSyn, peerISS+100000, 0)
+	if synAck := p.next(time.Second); synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+100001 {
+		t.Fatalf("new SYN: got %s ack=%d, want SYN|ACK", flagString(synAck.flags), synAck.ack)
+	}
+	if n := p.st.tw.Len(); n != 0 {
+		t.Errorf("%d TIME-WAITs after the new SYN, want 0", n)
+	}
+}
+
+func TestCompactTimeWaitExpires(t *testing.T) {
+	p, fin := timeWaitPeer(t, Config{MSL: 50 * time.Millisecond, FinWait2: time.Second})
+	start := time.Now()
+	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+	awaitCount(t, "compact TIME-WAITs", 0, p.st.tw.Len)
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Errorf("TIME-WAIT ended after %v, want 2 x MSL = 100ms", d)
+	}
+	// Gone: the peer's FIN now draws a RST, as with no TIME-WAIT at all.
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	if rst := p.next(time.Second); rst.flags&header.TCPFlagRst == 0 {
+		t.Errorf("FIN after TIME-WAIT: got %s, want RST", flagString(rst.flags))
+	}
+}
+
+func TestCompactTimeWaitRSTCloses(t *testing.T) {
+	p, _ := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second, TimeWaitRSTCloses: true})
+	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+	p.send(header.TCPFlagRst, peerISS+5, 0) // not at RCV.NXT: ignored
+	p.send(header.TCPFlagRst, peerISS+2, 0)
+	awaitCount(t, "compact TIME-WAITs", 0, p.st.tw.Len)
+	if n := p.st.TimeWaitStats().Reset.Load(); n != 1 {
+		t.Errorf("TIME-WAITs reset: %d, want 1", n)
+	}
+}
+
+func TestFullTimeWait(t *testing.T) {
+	p, _ := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second, FullTimeWait: true})
+	awaitCount(t, "gVisor's TIME-WAITs", 1, func() int { return gvisorTimeWaits(p.st) })
+	if p.st.tw != nil {
+		t.Error("a compact table with FullTimeWait")
+	}
+}
