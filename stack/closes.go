@@ -1,11 +1,9 @@
 package stack
 
 import (
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // recentCloses is how many close records the stack keeps for /closes.
@@ -20,7 +18,8 @@ type closeLog struct {
 	next   int
 	lastID atomic.Uint64
 	subs   map[chan *Close]struct{}
-	stats  CloseStats
+	// counters are counted without the lock; CloseStats renders them.
+	counters closeCounters
 }
 
 // CloseStats are the close path's counters, as the tracer saw the wire.
@@ -71,7 +70,7 @@ const (
 // stateBuckets are the upper bounds, in seconds, of the time-in-state
 // histograms: from a LAN round trip to Linux's 60 s FIN-WAIT-2 and
 // TIME-WAIT and gVisor's 120 s limit.
-var stateBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+var stateBuckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
 // Histogram is a cumulative-bucket histogram in the Prometheus sense.
 type Histogram struct {
@@ -80,34 +79,8 @@ type Histogram struct {
 	Buckets map[float64]uint64 // upper bound → observations at or below it
 }
 
-func (h *Histogram) observe(d time.Duration) {
-	s := d.Seconds()
-	h.Count++
-	h.Sum += s
-	for _, b := range stateBuckets {
-		if s <= b {
-			h.Buckets[b]++
-		}
-	}
-}
-
 func newCloseLog() *closeLog {
-	l := &closeLog{subs: map[chan *Close]struct{}{}}
-	l.stats = CloseStats{
-		Closes:      map[CloseKey]uint64{},
-		Resets:      map[ResetKey]uint64{},
-		Retransmits: map[RetransmitKey]uint64{},
-		HalfClose:   map[string]uint64{},
-		StateTimes:  map[string]*Histogram{},
-	}
-	for _, s := range closingStates {
-		h := &Histogram{Buckets: make(map[float64]uint64, len(stateBuckets))}
-		for _, b := range stateBuckets {
-			h.Buckets[b] = 0 // every bound is reported, empty or not
-		}
-		l.stats.StateTimes[s] = h
-	}
-	return l
+	return &closeLog{subs: map[chan *Close]struct{}{}}
 }
 
 // newID numbers a record as it finishes. The tracer numbers it under its
@@ -124,7 +97,7 @@ func (l *closeLog) add(c *Close) {
 		l.ring[l.next] = c
 		l.next = (l.next + 1) % recentCloses
 	}
-	l.stats.Closes[CloseKey{c.Kind, c.Initiator}]++
+	l.counters.countClose(c.Kind, c.Initiator)
 	l.publishLocked(c)
 }
 
@@ -163,13 +136,6 @@ func (l *closeLog) record(id uint64) *Close {
 	return nil
 }
 
-// count applies f to the statistics under the lock.
-func (l *closeLog) count(f func(*CloseStats)) {
-	l.mu.Lock()
-	f(&l.stats)
-	l.mu.Unlock()
-}
-
 // Closes returns the recent close records, oldest first.
 func (s *Stack) Closes() []*Close {
 	l := s.closes
@@ -181,26 +147,10 @@ func (s *Stack) Closes() []*Close {
 }
 
 // CloseStats returns a copy of the close path's counters.
-func (s *Stack) CloseStats() CloseStats {
-	l := s.closes
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.stats
-	st.Closes = maps.Clone(st.Closes)
-	st.Resets = maps.Clone(st.Resets)
-	st.Retransmits = maps.Clone(st.Retransmits)
-	st.HalfClose = maps.Clone(st.HalfClose)
-	st.StateTimes = make(map[string]*Histogram, len(l.stats.StateTimes))
-	for k, h := range l.stats.StateTimes {
-		c := *h
-		c.Buckets = maps.Clone(h.Buckets)
-		st.StateTimes[k] = &c
-	}
-	return st
-}
+func (s *Stack) CloseStats() CloseStats { return s.closes.counters.snapshot() }
 
 // StateBuckets returns the upper bounds of the time-in-state histograms.
-func StateBuckets() []float64 { return slices.Clone(stateBuckets) }
+func StateBuckets() []float64 { return slices.Clone(stateBuckets[:]) }
 
 // SubscribeCloses returns a channel that receives each close record as it
 // ends (and again, amended, if a replayed FIN adds to it), and a function

@@ -30,13 +30,57 @@ func (s side) String() string {
 	return SideTund
 }
 
+// tcpState is an RFC 9293 §3.3.2 state of one side of a close. The tracer
+// follows states as small integers, and names them only in records and
+// metrics (stateNames): a segment costs array lookups, not string hashing.
+type tcpState uint8
+
+// The states a close goes through. The closing states, whose times tund
+// measures for its side, are numbered 1 to len(closingStates) in the order
+// of closingStates.
+const (
+	stEstablished tcpState = iota
+	stFinWait1
+	stFinWait2
+	stClosing
+	stTimeWait
+	stCloseWait
+	stLastAck
+	stClosed
+	numStates
+)
+
+var stateNames = [numStates]string{"ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK", "CLOSED"}
+
+func (s tcpState) String() string { return stateNames[s] }
+
+// closingIndex returns the index of s in closingStates, if it is one.
+func (s tcpState) closingIndex() (int, bool) {
+	return int(s) - 1, s >= stFinWait1 && s <= stLastAck
+}
+
+// transitions maps a state to the next one; a state that does not move
+// maps to itself.
+type transitions [numStates]tcpState
+
+func newTransitions(moves map[tcpState]tcpState) transitions {
+	var t transitions
+	for s := range t {
+		t[s] = tcpState(s)
+	}
+	for from, to := range moves {
+		t[from] = to
+	}
+	return t
+}
+
 // The RFC 9293 §3.3.2 transitions of the close, by what causes them: the
 // side's own FIN leaving, the other side's FIN arriving, and the ACK of the
 // side's own FIN arriving. A state missing from a table does not move.
 var (
-	onFINSent     = map[string]string{"ESTABLISHED": "FIN-WAIT-1", "CLOSE-WAIT": "LAST-ACK"}
-	onFINReceived = map[string]string{"ESTABLISHED": "CLOSE-WAIT", "FIN-WAIT-1": "CLOSING", "FIN-WAIT-2": "TIME-WAIT"}
-	onFINAcked    = map[string]string{"FIN-WAIT-1": "FIN-WAIT-2", "CLOSING": "TIME-WAIT", "LAST-ACK": "CLOSED"}
+	onFINSent     = newTransitions(map[tcpState]tcpState{stEstablished: stFinWait1, stCloseWait: stLastAck})
+	onFINReceived = newTransitions(map[tcpState]tcpState{stEstablished: stCloseWait, stFinWait1: stClosing, stFinWait2: stTimeWait})
+	onFINAcked    = newTransitions(map[tcpState]tcpState{stFinWait1: stFinWait2, stClosing: stTimeWait, stLastAck: stClosed})
 )
 
 // closeSides follows both sides of a close through the RFC 9293 states, as
@@ -45,7 +89,7 @@ var (
 // tund's segments as they leave and the peer's as they arrive, so tund's
 // states and their times are exact, and the peer's are tund's view of them.
 type closeSides struct {
-	state    [2]string
+	state    [2]tcpState
 	since    [2]time.Time // when each side entered its state
 	fin      [2]uint32    // sequence number of each side's FIN
 	finSent  [2]bool
@@ -56,13 +100,13 @@ type closeSides struct {
 }
 
 func newCloseSides(now time.Time) closeSides {
-	return closeSides{state: [2]string{"ESTABLISHED", "ESTABLISHED"}, since: [2]time.Time{now, now}}
+	return closeSides{state: [2]tcpState{stEstablished, stEstablished}, since: [2]time.Time{now, now}}
 }
 
 // stateChange is a side leaving a state it entered at since.
 type stateChange struct {
 	side     side
-	from, to string
+	from, to tcpState
 	since    time.Time
 }
 
@@ -81,9 +125,9 @@ func (e *segmentEffects) add(c stateChange) {
 	}
 }
 
-func (cs *closeSides) move(s side, table map[string]string, now time.Time, eff *segmentEffects) {
-	next, ok := table[cs.state[s]]
-	if !ok {
+func (cs *closeSides) move(s side, table *transitions, now time.Time, eff *segmentEffects) {
+	next := table[cs.state[s]]
+	if next == cs.state[s] {
 		return
 	}
 	eff.add(stateChange{side: s, from: cs.state[s], to: next, since: cs.since[s]})
@@ -95,10 +139,10 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 	var eff segmentEffects
 	to := from.other()
 	if f.flags&header.TCPFlagRst != 0 {
-		for _, s := range []side{tund, peerSide} {
-			if cs.state[s] != "CLOSED" {
-				eff.add(stateChange{side: s, from: cs.state[s], to: "CLOSED", since: cs.since[s]})
-				cs.state[s], cs.since[s] = "CLOSED", now
+		for _, s := range [2]side{tund, peerSide} {
+			if cs.state[s] != stClosed {
+				eff.add(stateChange{side: s, from: cs.state[s], to: stClosed, since: cs.since[s]})
+				cs.state[s], cs.since[s] = stClosed, now
 			}
 		}
 		return eff
@@ -109,7 +153,7 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 			eff.ackRetx = f.flags == header.TCPFlagAck && f.payloadLen == 0
 		} else {
 			cs.finAcked[to] = true
-			cs.move(to, onFINAcked, now, &eff)
+			cs.move(to, &onFINAcked, now, &eff)
 		}
 	}
 	if f.flags&header.TCPFlagFin != 0 {
@@ -125,12 +169,13 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 				// This FIN does not acknowledge the other one: they crossed.
 				cs.first[from], cs.first[to] = true, true
 			}
-			cs.move(from, onFINSent, now, &eff)
-			cs.move(to, onFINReceived, now, &eff)
+			cs.move(from, &onFINSent, now, &eff)
+			cs.move(to, &onFINReceived, now, &eff)
 		}
 	}
 	return eff
 }
 
-// closingStates are the states whose durations tund measures for its side.
-var closingStates = []string{"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK"}
+// closingStates are the states whose durations tund measures for its side,
+// in tcpState order from stFinWait1.
+var closingStates = [...]string{"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK"}

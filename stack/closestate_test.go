@@ -65,9 +65,9 @@ func TestCloseSides(t *testing.T) {
 				var tundTo, peerTo string
 				for _, c := range eff.changes[:eff.n] {
 					if c.side == tund {
-						tundTo = c.to
+						tundTo = c.to.String()
 					} else {
-						peerTo = c.to
+						peerTo = c.to.String()
 					}
 				}
 				if tundTo != s.tundTo || peerTo != s.peerTo || eff.finRetx != s.finRetx || eff.ackRetx != s.ackRetx {

@@ -138,7 +138,7 @@ const (
 // (HalfCloseClosed, HalfCloseTimeout; call it before closing) is recorded
 // as KindHalfClosePolicy.
 func (c *Conn) NoteHalfClose(action string) {
-	c.st.closes.count(func(s *CloseStats) { s.HalfClose[action]++ })
+	c.st.closes.counters.countHalfClose(action)
 	if action == HalfCloseAllowed || c.st.tracer == nil {
 		return
 	}

@@ -39,6 +39,10 @@ const (
 	SidePeer = "peer"
 )
 
+// closeSegmentsCap is the room a new record makes for its segments: a
+// close takes three to five, so most records never grow their slice.
+const closeSegmentsCap = 6
+
 // maxCloseSegments bounds a record: a close takes four segments, and
 // retransmissions a few more; past this the record notes the overflow.
 const maxCloseSegments = 48
@@ -234,10 +238,18 @@ func (t *tracer) segment(f tcpFields, from string) {
 	if f.flags&header.TCPFlagRst != 0 {
 		reason = t.resetReason(f, from)
 	}
-	now := time.Now()
 	var filed, amended *Close
 	t.mu.Lock()
 	st := t.closes[f.flow]
+	if st == nil && !closing && (from == SideTund || f.flags&header.TCPFlagSyn == 0) {
+		// A segment of a flow that is not closing, while others are: only
+		// a peer's SYN can matter (it may end a TIME-WAIT).
+		t.mu.Unlock()
+		return
+	}
+	// The clock is read only for segments that are recorded: it costs as
+	// much as the rest of the fast path.
+	now := time.Now()
 	if st == nil && from == SidePeer && len(t.timeWaits) > 0 {
 		var handled bool
 		st, amended, handled = t.timeWaitSegment(f, now)
@@ -253,11 +265,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 		if reason == ResetEstablished && st != nil {
 			reason = ResetClosing
 		}
-		dir := "received"
-		if from == SideTund {
-			dir = "sent"
-		}
-		t.log.count(func(s *CloseStats) { s.Resets[ResetKey{dir, reason}]++ })
+		t.log.counters.countReset(sideOf(from), reason)
 	}
 	if st == nil {
 		if !closing || f.flags&header.TCPFlagSyn != 0 || reason == ResetRefused {
@@ -272,7 +280,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 			return
 		}
 		local, remote := f.flow.addrs()
-		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now}, sides: newCloseSides(now)}
+		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now, Segments: make([]Segment, 0, closeSegmentsCap)}, sides: newCloseSides(now)}
 		t.closes[f.flow] = st
 		t.open.Store(int32(len(t.closes)))
 	}
@@ -287,7 +295,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 			st.rec.ID = t.log.newID()
 			filed = &st.rec
 		}
-		if t.timeWait > 0 && st.sides.state[tund] == "TIME-WAIT" && len(t.timeWaits) < maxOpenCloses {
+		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && len(t.timeWaits) < maxOpenCloses {
 			t.timeWaits[f.flow] = timeWait{
 				id: st.rec.ID, kind: st.rec.Kind, tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
 				since: st.sides.since[tund], expires: now.Add(t.timeWait),
@@ -335,14 +343,14 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 	}
 	switch {
 	case f.flags&header.TCPFlagRst != 0:
-		t.log.count(func(s *CloseStats) { s.Resets[ResetKey{"received", ResetTimeWait}]++ })
+		t.log.counters.countReset(peerSide, ResetTimeWait)
 		rec := t.filedRecord(f.flow, tw, now)
 		seg := Segment{At: now, From: SidePeer, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
 		// gVisor honours only a RST at RCV.NXT, and only when told to
 		// (RFC 5961 §3.2, tund patch 0003); otherwise it is ignored
 		// (RFC 1337).
 		if t.rstCloses && f.seq == tw.peerFIN+1 {
-			seg.TundState = "CLOSED"
+			seg.TundState = stClosed.String()
 			t.endTimeWaitLocked(f.flow, tw, now)
 		}
 		if len(rec.Segments) < maxCloseSegments {
@@ -357,13 +365,13 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 		t.endTimeWaitLocked(f.flow, tw, now)
 		return nil, nil, false
 	case f.flags&header.TCPFlagFin != 0 && f.seq+uint32(f.payloadLen) == tw.peerFIN:
-		t.log.count(func(s *CloseStats) { s.FinalACKLost++ })
+		t.log.counters.finalACKLost.Add(1)
 		delete(t.timeWaits, f.flow)
 		t.waiting.Store(int32(len(t.timeWaits)))
 		st = &closeState{reopened: true, rec: *t.filedRecord(f.flow, tw, now), sides: newCloseSides(now)}
 		st.rec.FinalACKLost = true
 		s := &st.sides
-		s.state = [2]string{"TIME-WAIT", "LAST-ACK"}
+		s.state = [2]tcpState{stTimeWait, stLastAck}
 		s.since[tund] = tw.since
 		s.fin = [2]uint32{tw.tundFIN, tw.peerFIN}
 		s.finSent, s.finAcked = [2]bool{true, true}, [2]bool{true, true}
@@ -389,7 +397,7 @@ func (t *tracer) filedRecord(fl flow, tw timeWait, now time.Time) *Close {
 
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
 func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
-	t.log.count(func(s *CloseStats) { s.StateTimes["TIME-WAIT"].observe(end.Sub(tw.since)) })
+	t.log.counters.observe(stTimeWait, end.Sub(tw.since))
 	delete(t.timeWaits, fl)
 	t.waiting.Store(int32(len(t.timeWaits)))
 }
@@ -400,20 +408,20 @@ func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
 func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time) bool {
 	r := &st.rec
 	r.End = now
-	if from == peerSide && f.flags&header.TCPFlagFin != 0 && st.sides.state[tund] == "FIN-WAIT-2" && !t.endpointExists(f.flow) {
+	if from == peerSide && f.flags&header.TCPFlagFin != 0 && st.sides.state[tund] == stFinWait2 && !t.endpointExists(f.flow) {
 		// tund's FIN-WAIT-2 ran out before this FIN came: tund is CLOSED
 		// and will not take it. When it ran out the wire does not say, so
 		// the time is not counted.
-		st.sides.state[tund] = "CLOSED"
+		st.sides.state[tund] = stClosed
 		st.finWait2Expired = true
 	}
 	eff := st.sides.apply(f, from, now)
 	seg := Segment{At: now, From: from.String(), Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
 	for _, c := range eff.changes[:eff.n] {
 		if c.side == tund {
-			seg.TundState = c.to
+			seg.TundState = c.to.String()
 		} else {
-			seg.PeerState = c.to
+			seg.PeerState = c.to.String()
 		}
 	}
 	if len(r.Segments) < maxCloseSegments {
@@ -427,20 +435,16 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	if eff.ackRetx {
 		r.ACKRetransmits++
 	}
-	if eff.n > 0 || eff.finRetx || eff.ackRetx {
-		t.log.count(func(s *CloseStats) {
-			for _, c := range eff.changes[:eff.n] {
-				if h := s.StateTimes[c.from]; c.side == tund && h != nil {
-					h.observe(now.Sub(c.since))
-				}
-			}
-			if eff.finRetx {
-				s.Retransmits[RetransmitKey{from.String(), "FIN"}]++
-			}
-			if eff.ackRetx {
-				s.Retransmits[RetransmitKey{from.String(), "ACK"}]++
-			}
-		})
+	for _, c := range eff.changes[:eff.n] {
+		if c.side == tund {
+			t.log.counters.observe(c.from, now.Sub(c.since))
+		}
+	}
+	if eff.finRetx {
+		t.log.counters.countRetransmit(from, false)
+	}
+	if eff.ackRetx {
+		t.log.counters.countRetransmit(from, true)
 	}
 	if f.flags&header.TCPFlagRst != 0 {
 		r.Kind, r.ResetBy = KindReset, from.String()
@@ -518,7 +522,7 @@ func (t *tracer) sweepLocked(now time.Time) {
 			continue
 		}
 		switch s := &st.sides; {
-		case s.state[tund] == "FIN-WAIT-2" || st.finWait2Expired:
+		case s.state[tund] == stFinWait2 || st.finWait2Expired:
 			st.rec.Kind = KindFinWait2Timeout
 		case s.finSent[tund] && !s.finAcked[tund] && st.rec.FINRetransmits > 0:
 			st.rec.Kind = KindRetransmitLimit
@@ -559,18 +563,28 @@ func (t *tracer) endpointExists(fl flow) bool {
 	return ok
 }
 
+// flagString names the SYN, FIN, RST, PSH and ACK flags of f, in that
+// order ("FA" for FIN|ACK). The names come from a table built once: a
+// segment's record allocates no string.
 func flagString(f header.TCPFlags) string {
-	var b []byte
-	for _, x := range []struct {
-		bit  header.TCPFlags
-		name byte
-	}{{header.TCPFlagSyn, 'S'}, {header.TCPFlagFin, 'F'}, {header.TCPFlagRst, 'R'}, {header.TCPFlagPsh, 'P'}, {header.TCPFlagAck, 'A'}} {
-		if f&x.bit != 0 {
-			b = append(b, x.name)
-		}
-	}
-	return string(b)
+	return flagNames[f&(header.TCPFlagFin|header.TCPFlagSyn|header.TCPFlagRst|header.TCPFlagPsh|header.TCPFlagAck)]
 }
+
+var flagNames = func() (names [header.TCPFlagAck << 1]string) {
+	for f := range names {
+		var b []byte
+		for _, x := range []struct {
+			bit  header.TCPFlags
+			name byte
+		}{{header.TCPFlagSyn, 'S'}, {header.TCPFlagFin, 'F'}, {header.TCPFlagRst, 'R'}, {header.TCPFlagPsh, 'P'}, {header.TCPFlagAck, 'A'}} {
+			if header.TCPFlags(f)&x.bit != 0 {
+				b = append(b, x.name)
+			}
+		}
+		names[f] = string(b)
+	}
+	return names
+}()
 
 // addrs returns the flow's local and remote address.
 func (f flow) addrs() (local, remote netip.AddrPort) {

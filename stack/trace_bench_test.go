@@ -1,0 +1,251 @@
+package stack
+
+import (
+	"context"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// The tracer's cost, measured where it is paid: BenchmarkClose runs whole
+// connections (handshake, a request, a reply, tund closes first as an HTTP
+// server with Connection: close does) between tund's stack and a second
+// gVisor stack over channel endpoints, with the tracer on and off;
+// BenchmarkSegment times the per-segment path alone. scripts/bench-trace
+// measures the same against kernel clients.
+
+// BenchmarkClose reports ns, CPU ns (cpu-ns/op, all goroutines: both
+// stacks, the carriers, the tracer) and allocations per complete
+// connection, tracer on and off. The difference between the two is the tracer's cost per
+// close (and per segment of the close); run with -count and compare.
+func BenchmarkClose(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		noTrace bool
+	}{{"trace=on", false}, {"trace=off", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			tundStack, client := benchPair(b, tc.noTrace)
+			ln, err := tundStack.Listen(80)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go benchServe(ln)
+			to := tcpip.FullAddress{NIC: 1, Addr: stackAddr, Port: 80}
+			b.ReportAllocs()
+			b.SetParallelism(4) // 8 clients on 2 cores, as wrk -c keeps several open
+			b.ResetTimer()
+			cpu := cpuTime()
+			var next atomic.Uint32
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, 64)
+				for pb.Next() {
+					c, err := gonet.DialTCPWithBind(context.Background(), client, benchClientAddr(next.Add(1)), to, ipv4.ProtocolNumber)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := c.Write([]byte("GET\n")); err != nil {
+						b.Error(err)
+					}
+					for {
+						if _, err := c.Read(buf); err != nil {
+							if err != io.EOF {
+								b.Error(err)
+							}
+							break
+						}
+					}
+					c.Close()
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// cpuTime is the CPU time the process used so far, user and system, in
+// ns. Per close it is a steadier measure than the wall clock on a machine
+// whose cores are shared: it does not count the time other programs ran.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// benchClientAddrs and benchClientPorts give each connection of a run its
+// own 4-tuple: a tuple used again while tund holds it in TIME-WAIT would
+// time a SYN retransmission, not the close.
+const benchClientAddrs, benchClientPorts = 64, 50000
+
+func benchClientAddr(i uint32) tcpip.FullAddress {
+	a := i / benchClientPorts % benchClientAddrs
+	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{198, 18, 1, byte(1 + a)}), Port: uint16(10000 + i%benchClientPorts)}
+}
+
+// benchServe answers each connection as tund's http service answers a
+// Connection: close request: read the request, reply, close first.
+func benchServe(ln *Listener) {
+	for {
+		c, err := ln.AcceptConn()
+		if err != nil {
+			return
+		}
+		go func() {
+			buf := make([]byte, 64)
+			if _, err := c.Read(buf); err == nil {
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"))
+			}
+			c.Close()
+		}()
+	}
+}
+
+// benchPair builds tund's stack (198.18.0.2, default close-path settings)
+// and a plain gVisor client stack (198.18.1.1 to .64), joined by two channel
+// endpoints and a goroutine per direction that carries the packets.
+func benchPair(b *testing.B, noTrace bool) (*Stack, *gstack.Stack) {
+	b.Helper()
+	tundLink, clientLink := channel.New(1024, 1500, ""), channel.New(1024, 1500, "")
+	st, err := New(tundLink, Config{
+		Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2")}, MSL: DefaultMSL, FinWait2: DefaultFinWait2,
+		FINACKMerge: DefaultFINACKMerge, NoTrace: noTrace,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	if err := client.CreateNIC(1, clientLink); err != nil {
+		b.Fatal(err)
+	}
+	for i := range uint32(benchClientAddrs) {
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: benchClientAddr(i * benchClientPorts).Addr.WithPrefix()}
+		if err := client.AddProtocolAddress(1, pa, gstack.AddressProperties{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	client.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); benchCarry(ctx, tundLink, clientLink) }()
+	go func() { defer wg.Done(); benchCarry(ctx, clientLink, tundLink) }()
+	b.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		client.Close()
+		client.Wait()
+		st.Close()
+	})
+	return st, client
+}
+
+// benchCarry moves the packets that from's stack sends into to's stack.
+func benchCarry(ctx context.Context, from, to *channel.Endpoint) {
+	for {
+		pkt := from.ReadContext(ctx)
+		if pkt == nil {
+			return
+		}
+		v := pkt.ToView()
+		pkt.DecRef()
+		in := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		to.InjectInbound(header.IPv4ProtocolNumber, in)
+		in.DecRef()
+	}
+}
+
+// BenchmarkSegment times what the tracer does for one data segment of an
+// established connection, the bulk of all traffic: parse, and look whether
+// its flow is closing. "idle" has no close in progress; "busy" has 64, as
+// a server closing thousands of connections a second always has some.
+func BenchmarkSegment(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		open int
+	}{{"idle", 0}, {"busy", 64}} {
+		b.Run(tc.name, func(b *testing.B) {
+			tr := newTracer(channel.New(1, 1500, ""), traceConfig{linger: time.Hour, timeWait: time.Hour}, newCloseLog())
+			defer tr.Close()
+			for i := range tc.open {
+				// Closes of other flows, begun by tund's FIN and still open.
+				f := tcpFields{flow: benchFlow(uint16(20000 + i)), flags: header.TCPFlagFin | header.TCPFlagAck, seq: 1, ack: 1}
+				tr.segment(f, SideTund)
+			}
+			pkt := benchDataPacket(benchFlow(10000), 1400)
+			defer pkt.DecRef()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				// DeliverNetworkPacket without a stack above: only the
+				// tracer's work is timed.
+				tr.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+			}
+		})
+	}
+}
+
+func benchFlow(remotePort uint16) flow {
+	return flowOf(netip.MustParseAddrPort("198.18.0.2:80"), netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), remotePort))
+}
+
+// benchDataPacket is an IPv4 packet from the peer carrying n bytes on fl.
+func benchDataPacket(fl flow, n int) *gstack.PacketBuffer {
+	size := header.IPv4MinimumSize + header.TCPMinimumSize + n
+	b := make([]byte, size)
+	local, remote := fl.addrs()
+	src, dst := tcpip.AddrFrom4(remote.Addr().As4()), tcpip.AddrFrom4(local.Addr().As4())
+	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(size), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: src, DstAddr: dst})
+	header.TCP(b[header.IPv4MinimumSize:]).Encode(&header.TCPFields{SrcPort: remote.Port(), DstPort: local.Port(), SeqNum: 5000, AckNum: 7000,
+		DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck | header.TCPFlagPsh, WindowSize: 65535})
+	return gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+}
+
+// BenchmarkTraceClose times the tracer alone over the segments of whole
+// connections, as a Linux client over HTTP with Connection: close makes
+// them: handshake, request, reply, tund's FIN, the peer's FIN|ACK (its
+// delayed ACK rides on it), tund's final ACK and a TIME-WAIT entry. Each
+// connection has its own 4-tuple. ns/op and allocs/op are per connection.
+func BenchmarkTraceClose(b *testing.B) {
+	tr := newTracer(channel.New(1, 1500, ""), traceConfig{linger: closeLinger, timeWait: 2 * DefaultMSL}, newCloseLog())
+	defer tr.Close()
+	const (
+		S, A, F, P = header.TCPFlagSyn, header.TCPFlagAck, header.TCPFlagFin, header.TCPFlagPsh
+	)
+	b.ReportAllocs()
+	for i := range b.N {
+		a := benchClientAddr(uint32(i))
+		fl := flowOf(netip.MustParseAddrPort("198.18.0.2:80"), netip.AddrPortFrom(netip.AddrFrom4(a.Addr.As4()), a.Port))
+		seg := func(from string, flags header.TCPFlags, seq, ack uint32, n int) {
+			tr.segment(tcpFields{flow: fl, flags: flags, seq: seq, ack: ack, payloadLen: n}, from)
+		}
+		seg(SidePeer, S, 100, 0, 0)
+		seg(SideTund, S|A, 500, 101, 0)
+		seg(SidePeer, A, 101, 501, 0)
+		seg(SidePeer, P|A, 101, 501, 80)
+		seg(SideTund, A, 501, 181, 0)
+		seg(SideTund, P|A, 501, 181, 120)
+		seg(SideTund, F|A, 621, 181, 0)
+		seg(SidePeer, F|A, 181, 622, 0)
+		seg(SideTund, A, 622, 182, 0)
+	}
+}
