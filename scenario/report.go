@@ -47,6 +47,13 @@ func WriteText(w io.Writer, r *Result) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
+	if len(r.Wire) > 0 {
+		fmt.Fprintln(w, "On the wire (tund's pcap):")
+		for _, l := range r.Wire {
+			fmt.Fprintln(w, "  "+l)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(r.Runs) > 0 {
 		fmt.Fprintln(w, "Runs:")
 		writeRuns(w, r.Runs)

@@ -30,7 +30,7 @@ type Scenario struct {
 func All() []*Scenario {
 	return []*Scenario{
 		fourWay, threeWay, halfClose, lostFinalACK, noTimeWait,
-		portExhaustion, longMergeWindow, simultaneous, closeWaitLeak,
+		samePortReconnect, portExhaustion, longMergeWindow, simultaneous, closeWaitLeak,
 	}
 }
 
@@ -69,8 +69,11 @@ type Result struct {
 	Numbers map[string]float64 `json:"numbers,omitempty"`
 	// Runs are the configurations a comparing scenario ran (port
 	// exhaustion).
-	Runs        []Run    `json:"runs,omitempty"`
-	Pcaps       []string `json:"pcaps,omitempty"`
+	Runs  []Run    `json:"runs,omitempty"`
+	Pcaps []string `json:"pcaps,omitempty"`
+	// Wire is the scenario's segments as tund's pcap shows them, one line
+	// each, for a scenario whose story is told by the wire.
+	Wire        []string `json:"wire,omitempty"`
 	Explanation string   `json:"explanation"`
 	// Error says how the run failed or departed from the story.
 	Error string `json:"error,omitempty"`
