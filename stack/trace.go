@@ -341,6 +341,12 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 	if !ok {
 		return nil, nil, false
 	}
+	if now.After(tw.expires) {
+		// 2 x MSL ran out before the sweeper came by: the stack has
+		// forgotten the connection, and so does the tracer.
+		t.endTimeWaitLocked(f.flow, tw, tw.expires)
+		return nil, nil, false
+	}
 	switch {
 	case f.flags&header.TCPFlagRst != 0:
 		t.log.counters.countReset(peerSide, ResetTimeWait)
