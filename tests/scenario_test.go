@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,7 @@ func TestScenarios(t *testing.T) {
 		kind, initiator   string
 		wire              func(t *testing.T, caps [][]Segment)
 		record            func(t *testing.T, rec *stack.Close)
+		records           func(t *testing.T, recs []*stack.Close) // for scenarios with several records
 		numbers           func(t *testing.T, r *scenario.Result)
 		recordless, multi bool
 	}{
@@ -280,6 +282,59 @@ func TestScenarios(t *testing.T) {
 			record: func(t *testing.T, rec *stack.Close) {
 				if rec.ResetBy != stack.SideTund {
 					t.Errorf("record: reset by %q, want tund", rec.ResetBy)
+				}
+			},
+		},
+		{
+			name: "same-port-reconnect",
+			// MSL 0; MSL 30s; MSL 30s with TIME-WAIT reuse. The server's
+			// socket of tund's port 40000, and tund's side.
+			kernel: []string{"LAST-ACK", "TIME-WAIT", "LAST-ACK", "LAST-ACK", "", "LAST-ACK", "LAST-ACK", "", "TIME-WAIT"},
+			tund:   []string{"", "", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", ""},
+			wire:   samePortWire,
+			records: func(t *testing.T, recs []*stack.Close) {
+				if len(recs) != 3 {
+					t.Fatalf("%d close records, want one per configuration (3)", len(recs))
+				}
+				for i, rec := range recs {
+					dropped := 0
+					for _, s := range rec.Segments {
+						if s.Fault == stack.FaultDropFinalACK {
+							dropped++
+						}
+					}
+					if rec.Initiator != stack.SideTund || rec.Local.Port() != 40000 || dropped != 1 {
+						t.Errorf("record %d: started by %s from %v, %d final ACKs dropped; want tund, port 40000, 1", i+1, rec.Initiator, rec.Local, dropped)
+					}
+				}
+				// MSL 0: the record of the old connection ends with the new
+				// SYN, the server's ACK of the old FIN, and tund's RST.
+				var flow []string
+				for _, s := range recs[0].Segments {
+					flow = append(flow, s.From+" "+s.Flags)
+				}
+				if got := strings.Join(flow, ", "); recs[0].Kind != stack.KindReset || recs[0].ResetBy != stack.SideTund ||
+					!strings.HasSuffix(got, "tund S, peer A, tund R") {
+					t.Errorf("MSL 0 record: %s close reset by %q, segments %s; want a reset by tund ending in tund S, peer A, tund R", recs[0].Kind, recs[0].ResetBy, got)
+				}
+				// With TIME-WAIT: the server's FIN sent again and ACKed.
+				for i, rec := range recs[1:] {
+					if rec.Kind == stack.KindReset || rec.FINRetransmits != 1 || !rec.FinalACKLost {
+						t.Errorf("record %d: %s close, %d FIN retransmissions, final ACK lost %v; want a close with FINs, 1, true", i+2, rec.Kind, rec.FINRetransmits, rec.FinalACKLost)
+					}
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				n := r.Numbers
+				t.Logf("numbers: %v", n)
+				if n["msl0_syn_copies"] < 2 || n["msl0_syn_to_synack_ms"] > 500 {
+					t.Errorf("MSL 0: the SYN went out %v times and was answered after %v ms; want it sent again at once after the RST (2 or more, well under the 1 s RTO)", n["msl0_syn_copies"], n["msl0_syn_to_synack_ms"])
+				}
+				if n["msl30_second_connection_reset_ms"] > 500 {
+					t.Errorf("MSL 30s: the second connection was reset after %v ms, want at once", n["msl30_second_connection_reset_ms"])
+				}
+				if n["reuse_tries"] < 2 {
+					t.Errorf("TIME-WAIT reuse: the reconnect succeeded at try %v, want the first tries refused (TIME-WAIT younger than 1 s)", n["reuse_tries"])
 				}
 			},
 		},
@@ -395,7 +450,9 @@ func TestScenarios(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			res, caps := runScenario(t, c.name)
 			c.wire(t, caps)
-			if !c.recordless {
+			if c.records != nil {
+				c.records(t, res.Records)
+			} else if !c.recordless {
 				if len(res.Records) != 1 {
 					t.Fatalf("%d close records, want 1", len(res.Records))
 				}
@@ -429,5 +486,167 @@ func TestScenarios(t *testing.T) {
 				t.Logf("result:\n%s", out)
 			}
 		})
+	}
+}
+
+// samePortWire checks same-port-reconnect's three pcaps: the segments
+// between tund's port 40000 and each configuration's server.
+func samePortWire(t *testing.T, caps [][]Segment) {
+	if len(caps) != 3 {
+		t.Fatalf("%d pcaps, want one per configuration (3)", len(caps))
+	}
+	tundEnd := netip.AddrPortFrom(tundAddr, 40000)
+	var runs [3][]Segment
+	for i, segs := range caps {
+		server := netip.MustParseAddrPort(kernV4 + ":" + strconv.Itoa(9000+i))
+		for _, s := range segs {
+			if (s.Src == tundEnd && s.Dst == server) || (s.Src == server && s.Dst == tundEnd) {
+				runs[i] = append(runs[i], s)
+			}
+		}
+	}
+	// wireString prints a run for failures.
+	wireString := func(segs []Segment) string {
+		var b strings.Builder
+		for _, s := range segs {
+			b.WriteString("\n  " + s.String())
+		}
+		return b.String()
+	}
+	// isns lists tund's SYNs' sequence numbers, once each, in order, and
+	// counts the SYNs.
+	isns := func(segs []Segment) ([]uint32, int) {
+		var out []uint32
+		n := 0
+		for _, s := range segs {
+			if s.Src == tundEnd && s.Flags&(flagSYN|flagACK) == flagSYN {
+				n++
+				if !slices.Contains(out, s.Seq) {
+					out = append(out, s.Seq)
+				}
+			}
+		}
+		return out, n
+	}
+
+	// MSL 0: after tund's FIN and the server's, tund's new SYN; the
+	// server's pure ACK of tund's old FIN (challenge ACK); tund's RST at
+	// that ACK's ack; the SYN again, and a SYN-ACK for it. The server's
+	// FIN is never sent again.
+	msl0 := runs[0]
+	var oldFIN, serverFIN, challenge *Segment
+	var newISN uint32
+	rst, synAck := false, false
+	for i := range msl0 {
+		s := &msl0[i]
+		fromTund := s.Src == tundEnd
+		switch {
+		case oldFIN == nil:
+			if fromTund && s.Has(flagFIN) {
+				oldFIN = s
+			}
+		case serverFIN == nil:
+			if !fromTund && s.Has(flagFIN) {
+				serverFIN = s
+			}
+		case !fromTund && s.Has(flagFIN) && s.Seq == serverFIN.Seq:
+			t.Errorf("MSL 0: the server sent its old FIN again; want its LAST-ACK ended before:%s", wireString(msl0))
+		case newISN == 0:
+			if fromTund && s.Flags == flagSYN {
+				newISN = s.Seq
+			} else {
+				t.Errorf("MSL 0: %s after the FINs, before tund's new SYN:%s", s, wireString(msl0))
+			}
+		case challenge == nil:
+			if !fromTund {
+				if !s.PureACK() || s.Ack != oldFIN.Seq+1 {
+					t.Errorf("MSL 0: the server answered the new SYN with %s, want a pure ACK of tund's old FIN (ack %d):%s", s, oldFIN.Seq+1, wireString(msl0))
+				}
+				challenge = s
+			}
+		case !rst:
+			if fromTund {
+				if !s.Has(flagRST) || s.Seq != challenge.Ack {
+					t.Errorf("MSL 0: tund answered the challenge ACK with %s, want a RST with seq %d:%s", s, challenge.Ack, wireString(msl0))
+				}
+				rst = true
+			} else {
+				t.Errorf("MSL 0: the server sent %s before tund's RST:%s", s, wireString(msl0))
+			}
+		case !synAck:
+			if fromTund && s.Flags != flagSYN {
+				t.Errorf("MSL 0: tund sent %s after its RST, before a SYN-ACK; want only its SYN again:%s", s, wireString(msl0))
+			}
+			if !fromTund {
+				if s.Flags != flagSYN|flagACK || s.Ack != newISN+1 {
+					t.Errorf("MSL 0: the server sent %s after tund's RST, want a SYN-ACK of the new SYN:%s", s, wireString(msl0))
+				}
+				synAck = true
+			}
+		}
+	}
+	if !rst || !synAck {
+		t.Errorf("MSL 0: the wire does not show new SYN, challenge ACK, RST, SYN-ACK:%s", wireString(msl0))
+	}
+	if ids, n := isns(msl0); len(ids) != 2 || n < 3 {
+		t.Errorf("MSL 0: tund sent %d SYNs with ISNs %v; want two connections, the second's SYN sent again after the RST:%s", n, ids, wireString(msl0))
+	}
+	// Both directions of the second connection carried the 6-byte line.
+	data := map[bool]int{}
+	for _, s := range msl0 {
+		if s.Len > 0 {
+			data[s.Src == tundEnd] += s.Len
+		}
+	}
+	if data[true] != 6 || data[false] != 6 {
+		t.Errorf("MSL 0: %d bytes from tund, %d from the server; want the 6-byte line each way", data[true], data[false])
+	}
+
+	// With TIME-WAIT: the server's FIN twice, ACKed by tund after the
+	// second, and no RST; MSL 30s: one connection only.
+	for i, segs := range runs[1:] {
+		var fins []Segment
+		acked, resets := false, 0
+		for _, s := range segs {
+			switch {
+			case s.Has(flagRST):
+				resets++
+			case s.Src != tundEnd && s.Has(flagFIN) && (len(fins) == 0 || fins[0].Seq == s.Seq):
+				fins = append(fins, s)
+			case s.Src == tundEnd && len(fins) > 0 && s.PureACK() && s.Ack == fins[0].Seq+1:
+				acked = acked || len(fins) == 2
+				if len(fins) < 2 {
+					t.Errorf("run %d: tund's final ACK reached the wire before the server's FIN was sent again:%s", i+2, wireString(segs))
+				}
+			}
+		}
+		if len(fins) != 2 || !acked || resets != 0 {
+			t.Errorf("run %d: the server's FIN %d times, ACKed by tund after the second %v, %d RSTs; want 2, true, 0:%s", i+2, len(fins), acked, resets, wireString(segs))
+		}
+	}
+	if ids, n := isns(runs[1]); len(ids) != 1 || n != 1 {
+		t.Errorf("MSL 30s: tund sent %d SYNs with ISNs %v; want one: the second dial must not reach the wire:%s", n, ids, wireString(runs[1]))
+	}
+	// Reuse: a second connection, a plain handshake, at least 1 s after
+	// the server's retransmitted FIN.
+	reuse := runs[2]
+	ids, _ := isns(reuse)
+	if len(ids) != 2 {
+		t.Fatalf("reuse: tund's SYNs have ISNs %v; want two connections:%s", ids, wireString(reuse))
+	}
+	var lastFIN, syn2 time.Time
+	for i, s := range reuse {
+		if s.Src != tundEnd && s.Has(flagFIN) && syn2.IsZero() {
+			lastFIN = s.T
+		}
+		if s.Src == tundEnd && s.Flags == flagSYN && s.Seq == ids[1] && syn2.IsZero() {
+			syn2 = s.T
+			if i+1 >= len(reuse) || reuse[i+1].Src == tundEnd || reuse[i+1].Flags != flagSYN|flagACK {
+				t.Errorf("reuse: the new SYN was not answered by a SYN-ACK first:%s", wireString(reuse))
+			}
+		}
+	}
+	if gap := syn2.Sub(lastFIN); gap < 980*time.Millisecond {
+		t.Errorf("reuse: the new SYN went out %v after the server's last FIN reached TIME-WAIT, want 1 s or more:%s", gap, wireString(reuse))
 	}
 }
