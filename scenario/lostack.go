@@ -121,7 +121,8 @@ draws a reset), so a close that both applications completed correctly ends
 with an error on the client's side (ECONNRESET on its socket) instead of an
 ACK. The same missing state lets the 4-tuple be reused at once: a new
 connection from tund's port would meet the old LAST-ACK socket on the peer
-(Linux answers such a SYN with a challenge ACK, RFC 5961 §4), and old
+(Linux answers such a SYN with a challenge ACK, RFC 5961 §4; scenario
+same-port-reconnect shows it on the wire), and old
 duplicates of the previous connection could be taken for new data. Compare
 lost-final-ack, where TIME-WAIT ACKs the retransmission.`,
 }
