@@ -28,7 +28,7 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 		fmt.Fprintf(w, ", %d ACK retransmission(s)", c.ACKRetransmits)
 	}
 	if c.FinalACKLost {
-		fmt.Fprint(w, ", final ACK lost (the peer sent its FIN again)")
+		fmt.Fprint(w, ", final ACK lost")
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  %-12s %-*s%s\n", "", width+3, left, right)
