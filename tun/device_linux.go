@@ -29,7 +29,8 @@ type Device struct {
 	index   int
 	mtu     int
 	fds     []int
-	offload bool // opened with IFF_VNET_HDR and TUNSETOFFLOAD
+	offload bool               // opened with IFF_VNET_HDR and TUNSETOFFLOAD
+	eps     []*offloadEndpoint // link endpoints handed out, stopped by Close
 }
 
 // Open creates the TUN interface described by c, opens its queues, gives the
@@ -189,9 +190,13 @@ func (d *Device) Offload() bool { return d.offload }
 // endpoint reads and writes them, and Close closes them.
 func (d *Device) FDs() []int { return d.fds }
 
-// Close closes every queue. The kernel removes a non-persistent TUN
+// Close stops the link endpoint's readers and closes every queue. The kernel removes a non-persistent TUN
 // interface, its addresses and its routes when its last queue closes.
 func (d *Device) Close() error {
+	for _, ep := range d.eps {
+		ep.shutdown()
+	}
+	d.eps = nil
 	var errs []error
 	for _, fd := range d.fds {
 		if err := unix.Close(fd); err != nil {

@@ -49,8 +49,10 @@ type offloadEndpoint struct {
 	mtu atomic.Uint32
 	tx  []txQueue
 
-	stop stopfd.StopFD
-	wg   sync.WaitGroup
+	stop     stopfd.StopFD
+	stopOnce sync.Once
+	stopped  atomic.Bool    // set with stop, for readers that never reach the poll
+	wg       sync.WaitGroup // the readers
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -134,6 +136,23 @@ func (*offloadEndpoint) SetOnCloseAction(func()) {}
 // Wait implements stack.LinkEndpoint: it waits for the readers to stop.
 func (e *offloadEndpoint) Wait() { e.wg.Wait() }
 
+// shutdown stops the readers, waits for them and releases the stop
+// descriptor: Device.Close calls it before closing the queues, so that no
+// reader is left to read a descriptor number the process may reuse. It must
+// not run under a stack lock (see Attach).
+func (e *offloadEndpoint) shutdown() {
+	e.stopReaders()
+	e.wg.Wait()
+	unix.Close(e.stop.EFD)
+}
+
+func (e *offloadEndpoint) stopReaders() {
+	e.stopOnce.Do(func() {
+		e.stopped.Store(true)
+		e.stop.Stop()
+	})
+}
+
 // IsAttached implements stack.LinkEndpoint.
 func (e *offloadEndpoint) IsAttached() bool {
 	e.mu.RLock()
@@ -142,21 +161,22 @@ func (e *offloadEndpoint) IsAttached() bool {
 }
 
 // Attach implements stack.LinkEndpoint: it starts one reader per queue, or,
-// with a nil dispatcher (the NIC is being removed), stops them.
+// with a nil dispatcher (the NIC is being removed), tells them to stop.
+//
+// It does not wait for them: gVisor detaches with the stack's lock held,
+// and a reader may be inside the stack waiting for that lock (answering a
+// packet needs a route). A reader that goes on delivering meanwhile hands
+// its packet to a disabled NIC, which drops it. Device.Close waits.
 func (e *offloadEndpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if d == nil {
 		if e.dispatcher != nil {
 			e.dispatcher = nil
-			e.stop.Stop()
-			e.mu.Unlock()
-			e.wg.Wait()
-			return
+			e.stopReaders()
 		}
-		e.mu.Unlock()
 		return
 	}
-	defer e.mu.Unlock()
 	if e.dispatcher != nil {
 		return
 	}
@@ -174,7 +194,7 @@ func (e *offloadEndpoint) Attach(d stack.NetworkDispatcher) {
 // the descriptor fails (closed under it).
 func (e *offloadEndpoint) readLoop(fd int, d stack.NetworkDispatcher) {
 	buf := make([]byte, maxVnetPacket)
-	for {
+	for !e.stopped.Load() {
 		n, err := unix.Read(fd, buf)
 		switch err {
 		case nil:

@@ -279,3 +279,39 @@ func BenchmarkWrite(b *testing.B) {
 		}
 	})
 }
+
+// TestCloseStopsReaders checks that Device.Close stops the endpoint's
+// readers before closing the queues (a reader left behind would read a
+// descriptor number the process may reuse), even when the stack never
+// detached it, and that detaching does not wait for them: gVisor detaches
+// with its lock held, which a reader inside the stack may be waiting for.
+func TestCloseStopsReaders(t *testing.T) {
+	inNewNamespace(t, func() {
+		d, err := Open(Config{Name: "to2", Queues: 2})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ep, err := d.LinkEndpoint()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ep.Attach(&recorder{})
+		ep.Attach(nil) // returns at once
+		done := make(chan error, 1)
+		go func() { done <- d.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Close did not return in 5s: a reader did not stop")
+			return
+		}
+		if linkExists("to2") {
+			t.Errorf("to2 still exists after Close")
+		}
+	})
+}

@@ -26,6 +26,7 @@ func (d *Device) LinkEndpoint() (stack.LinkEndpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tun: link endpoint on %s: %w", d.name, err)
 		}
+		d.eps = append(d.eps, ep)
 		return ep, nil
 	}
 	ep, err := fdbased.New(&fdbased.Options{
