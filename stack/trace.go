@@ -41,7 +41,7 @@ const (
 
 // closeSegmentsCap is the room a new record makes for its segments: a
 // close takes three to five, so most records never grow their slice.
-const closeSegmentsCap = 6
+const closeSegmentsCap = 5
 
 // maxCloseSegments bounds a record: a close takes four segments, and
 // retransmissions a few more; past this the record notes the overflow.
@@ -118,6 +118,10 @@ type closeState struct {
 	// connection in FIN-WAIT-2.
 	finWait2Expired bool
 	deadline        time.Time
+	// segs is the room for the record's first segments, in the same
+	// allocation: the record (filed, it keeps its closeState alive) grows
+	// out of it only past closeSegmentsCap.
+	segs [closeSegmentsCap]Segment
 }
 
 // timeWait is a finished close whose tund side is in TIME-WAIT: enough to
@@ -280,7 +284,8 @@ func (t *tracer) segment(f tcpFields, from string) {
 			return
 		}
 		local, remote := f.flow.addrs()
-		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now, Segments: make([]Segment, 0, closeSegmentsCap)}, sides: newCloseSides(now)}
+		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now}, sides: newCloseSides(now)}
+		st.rec.Segments = st.segs[:0]
 		t.closes[f.flow] = st
 		t.open.Store(int32(len(t.closes)))
 	}
