@@ -126,13 +126,21 @@ type closeState struct {
 
 // timeWait is a finished close whose tund side is in TIME-WAIT: enough to
 // recognize a replayed FIN (the final ACK was lost) and reopen the record.
+//
+// It is kept by value and small (40 bytes, as many of key): with the
+// compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
 type timeWait struct {
 	id             uint64 // the filed record
-	kind           string
+	since, expires int64  // monotonic nanoseconds (monoOf)
 	tundFIN        uint32
 	peerFIN        uint32
-	since, expires time.Time
+	kind           uint8 // index in kindNames
 }
+
+// monoOf and timeOf convert between a time and the monotonic nanoseconds
+// that compact entries keep.
+func monoOf(t time.Time) int64  { return int64(t.Sub(monoStart)) }
+func timeOf(ns int64) time.Time { return monoStart.Add(time.Duration(ns)) }
 
 // tracer is a link endpoint, nested right above the device, that records
 // every close as the wire sees it (beneath the FIN/ACK merge), counts what
@@ -302,8 +310,8 @@ func (t *tracer) segment(f tcpFields, from string) {
 		}
 		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && len(t.timeWaits) < maxOpenCloses {
 			t.timeWaits[f.flow] = timeWait{
-				id: st.rec.ID, kind: st.rec.Kind, tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
-				since: st.sides.since[tund], expires: now.Add(t.timeWait),
+				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
+				since: monoOf(st.sides.since[tund]), expires: monoOf(now.Add(t.timeWait)),
 			}
 			t.waiting.Store(int32(len(t.timeWaits)))
 		}
@@ -346,10 +354,10 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 	if !ok {
 		return nil, nil, false
 	}
-	if now.After(tw.expires) {
+	if monoOf(now) > tw.expires {
 		// 2 x MSL ran out before the sweeper came by: the stack has
 		// forgotten the connection, and so does the tracer.
-		t.endTimeWaitLocked(f.flow, tw, tw.expires)
+		t.endTimeWaitLocked(f.flow, tw, timeOf(tw.expires))
 		return nil, nil, false
 	}
 	switch {
@@ -383,7 +391,7 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 		st.rec.FinalACKLost = true
 		s := &st.sides
 		s.state = [2]tcpState{stTimeWait, stLastAck}
-		s.since[tund] = tw.since
+		s.since[tund] = timeOf(tw.since)
 		s.fin = [2]uint32{tw.tundFIN, tw.peerFIN}
 		s.finSent, s.finAcked = [2]bool{true, true}, [2]bool{true, true}
 		t.closes[f.flow] = st
@@ -403,12 +411,12 @@ func (t *tracer) filedRecord(fl flow, tw timeWait, now time.Time) *Close {
 		return &c
 	}
 	local, remote := fl.addrs()
-	return &Close{ID: tw.id, Local: local, Remote: remote, Initiator: SideTund, Kind: tw.kind, Start: now}
+	return &Close{ID: tw.id, Local: local, Remote: remote, Initiator: SideTund, Kind: kindNames[tw.kind], Start: now}
 }
 
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
 func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
-	t.log.counters.observe(stTimeWait, end.Sub(tw.since))
+	t.log.counters.observe(stTimeWait, end.Sub(timeOf(tw.since)))
 	delete(t.timeWaits, fl)
 	t.waiting.Store(int32(len(t.timeWaits)))
 }
@@ -519,8 +527,8 @@ func (t *tracer) markPolicy(fl flow) {
 // keeps its connection in CLOSE-WAIT) is followed on.
 func (t *tracer) sweepLocked(now time.Time) {
 	for fl, tw := range t.timeWaits {
-		if now.After(tw.expires) {
-			t.endTimeWaitLocked(fl, tw, tw.expires)
+		if monoOf(now) > tw.expires {
+			t.endTimeWaitLocked(fl, tw, timeOf(tw.expires))
 		}
 	}
 	var finished []*Close
