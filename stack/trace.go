@@ -153,7 +153,7 @@ type tracer struct {
 	mu      sync.Mutex
 	closes  map[flow]*closeState
 	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
-	timeWaits map[flow]timeWait
+	timeWaits flowMap[timeWait]
 	sweepAt   int
 	linger    time.Duration // how long a close with no segment is followed
 	timeWait  time.Duration // 2 x MSL
@@ -175,7 +175,7 @@ type traceConfig struct {
 
 func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
 	t := &tracer{
-		closes: make(map[flow]*closeState), timeWaits: make(map[flow]timeWait), sweepAt: 256,
+		closes: make(map[flow]*closeState), timeWaits: newFlowMap[timeWait](), sweepAt: 256,
 		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, log: log, stop: make(chan struct{}),
 	}
 	t.Init(child, t)
@@ -262,7 +262,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 	// The clock is read only for segments that are recorded: it costs as
 	// much as the rest of the fast path.
 	now := time.Now()
-	if st == nil && from == SidePeer && len(t.timeWaits) > 0 {
+	if st == nil && from == SidePeer && t.timeWaits.len() > 0 {
 		var handled bool
 		st, amended, handled = t.timeWaitSegment(f, now)
 		if handled {
@@ -308,12 +308,12 @@ func (t *tracer) segment(f tcpFields, from string) {
 			st.rec.ID = t.log.newID()
 			filed = &st.rec
 		}
-		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && len(t.timeWaits) < maxOpenCloses {
-			t.timeWaits[f.flow] = timeWait{
+		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && t.timeWaits.len() < maxOpenCloses {
+			t.timeWaits.set(f.flow, timeWait{
 				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
 				since: monoOf(st.sides.since[tund]), expires: monoOf(now.Add(t.timeWait)),
-			}
-			t.waiting.Store(int32(len(t.timeWaits)))
+			})
+			t.waiting.Store(int32(t.timeWaits.len()))
 		}
 	}
 	t.mu.Unlock()
@@ -350,7 +350,7 @@ func (t *tracer) resetReason(f tcpFields, from string) string {
 // record (amended); a SYN, or a RST that gVisor honours, ends TIME-WAIT.
 // handled reports a segment that needs nothing more.
 func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, amended *Close, handled bool) {
-	tw, ok := t.timeWaits[f.flow]
+	tw, ok := t.timeWaits.get(f.flow)
 	if !ok {
 		return nil, nil, false
 	}
@@ -385,8 +385,8 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 		return nil, nil, false
 	case f.flags&header.TCPFlagFin != 0 && f.seq+uint32(f.payloadLen) == tw.peerFIN:
 		t.log.counters.finalACKLost.Add(1)
-		delete(t.timeWaits, f.flow)
-		t.waiting.Store(int32(len(t.timeWaits)))
+		t.timeWaits.delete(f.flow)
+		t.waiting.Store(int32(t.timeWaits.len()))
 		st = &closeState{reopened: true, rec: *t.filedRecord(f.flow, tw, now), sides: newCloseSides(now)}
 		st.rec.FinalACKLost = true
 		s := &st.sides
@@ -417,8 +417,8 @@ func (t *tracer) filedRecord(fl flow, tw timeWait, now time.Time) *Close {
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
 func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
 	t.log.counters.observe(stTimeWait, end.Sub(timeOf(tw.since)))
-	delete(t.timeWaits, fl)
-	t.waiting.Store(int32(len(t.timeWaits)))
+	t.timeWaits.delete(fl)
+	t.waiting.Store(int32(t.timeWaits.len()))
 }
 
 // addLocked records a segment and reports whether the close is over: a
@@ -526,11 +526,12 @@ func (t *tracer) markPolicy(fl flow) {
 // peer that vanished. A close whose endpoint lives on (a service that
 // keeps its connection in CLOSE-WAIT) is followed on.
 func (t *tracer) sweepLocked(now time.Time) {
-	for fl, tw := range t.timeWaits {
+	t.timeWaits.all(func(fl flow, tw timeWait) bool {
 		if monoOf(now) > tw.expires {
 			t.endTimeWaitLocked(fl, tw, timeOf(tw.expires))
 		}
-	}
+		return true
+	})
 	var finished []*Close
 	for fl, st := range t.closes {
 		if !now.After(st.deadline) {

@@ -106,7 +106,7 @@ func FuzzTracer(f *testing.F) {
 
 			tr.mu.Lock()
 			open, nCloses := tr.open.Load(), len(tr.closes)
-			waiting, nWaits := tr.waiting.Load(), len(tr.timeWaits)
+			waiting, nWaits := tr.waiting.Load(), tr.timeWaits.len()
 			tr.mu.Unlock()
 			if int(open) != nCloses || int(waiting) != nWaits {
 				fail("open = %d with %d closes, waiting = %d with %d TIME-WAITs", open, nCloses, waiting, nWaits)

@@ -147,9 +147,9 @@ func TestTraceFinalACKLost(t *testing.T) {
 	tr := p.st.tracer
 	tr.mu.Lock()
 	tr.sweepLocked(c.End.Add(2*time.Second - time.Millisecond))
-	early := len(tr.timeWaits)
+	early := tr.timeWaits.len()
 	tr.sweepLocked(c.End.Add(2*time.Second + time.Millisecond))
-	late := len(tr.timeWaits)
+	late := tr.timeWaits.len()
 	tr.mu.Unlock()
 	h := p.st.CloseStats().StateTimes["TIME-WAIT"]
 	want := c.End.Add(2 * time.Second).Sub(c.Segments[1].At).Seconds()
