@@ -177,6 +177,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if tr != nil {
 		tr.stack = s
 	}
+	if tw != nil {
+		tw.stack = s
+	}
 	if err := s.CreateNIC(nicID, merge); err != nil {
 		return nil, fmt.Errorf("stack: creating the NIC: %s", err)
 	}

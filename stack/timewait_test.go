@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
@@ -131,5 +132,69 @@ func TestFullTimeWait(t *testing.T) {
 	awaitCount(t, "gVisor's TIME-WAITs", 1, func() int { return gvisorTimeWaits(p.st) })
 	if p.st.tw != nil {
 		t.Error("a compact table with FullTimeWait")
+	}
+}
+
+// synWithTS builds an IPv4 SYN from the peer with a timestamp option.
+func synWithTS(seq, tsVal uint32) (tcpFields, []byte) {
+	const size = header.IPv4MinimumSize + header.TCPMinimumSize + 12
+	b := make([]byte, size)
+	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: size, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: peerAddr, DstAddr: stackAddr})
+	tcp := header.TCP(b[header.IPv4MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, DataOffset: header.TCPMinimumSize + 12, Flags: header.TCPFlagSyn, WindowSize: 65535})
+	opts := tcp[header.TCPMinimumSize:]
+	opts[0], opts[1] = header.TCPOptionNOP, header.TCPOptionNOP
+	header.EncodeTSOption(tsVal, 0, opts[2:])
+	f, _ := parseInbound(b, len(b))
+	return f, b
+}
+
+func TestNewIncarnation(t *testing.T) {
+	const rcvNxt, recent = 5000, 1000
+	withTS := twEntry{rcvNxt: rcvNxt, ts: true, tsEcr: recent}
+	noTS := twEntry{rcvNxt: rcvNxt}
+	for _, c := range []struct {
+		name       string
+		e          twEntry
+		seq, tsVal uint32
+		want       bool
+	}{
+		{"newer timestamp, lower sequence (RFC 6191)", withTS, rcvNxt - 100, recent + 1, true},
+		{"older timestamp, higher sequence (RFC 6191: drop)", withTS, rcvNxt + 100, recent - 1, false},
+		{"same timestamp: the sequence decides", withTS, rcvNxt + 100, recent, true},
+		{"same timestamp, lower sequence", withTS, rcvNxt - 100, recent, false},
+		{"no timestamps on the old connection: higher sequence (RFC 1122)", noTS, rcvNxt + 1, recent + 1, true},
+		{"no timestamps on the old connection: lower sequence", noTS, rcvNxt - 1, recent + 1, false},
+	} {
+		f, b := synWithTS(c.seq, c.tsVal)
+		if got := newIncarnation(f, b, &c.e); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestCompactTimeWaitYieldsToLiveConnection(t *testing.T) {
+	// A SYN that waited in the old endpoint's queue during the handoff
+	// reaches the listener after the entry went in: the entry then stands
+	// over a live connection. Here the entry is made by hand over an
+	// established one; the peer's next segment must reach the stack, and
+	// the entry go.
+	p := connectConfig(t, Config{MSL: time.Second, FinWait2: time.Second})
+	taken := p.st.tw.handoff(tcpip.TimeWaitHandoff{
+		NetProto: header.IPv4ProtocolNumber, LocalAddress: stackAddr, RemoteAddress: peerAddr,
+		LocalPort: 7, RemotePort: peerPort, SndNxt: 12345, RcvNxt: peerISS + 1000,
+	})
+	if !taken {
+		t.Fatal("the table refused the handoff")
+	}
+	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
+	if f, ok := p.nextOrNone(100 * time.Millisecond); ok && f.seq == 12345 {
+		t.Fatalf("the stale entry answered the live connection's segment: %s seq=%d ack=%d", flagString(f.flags), f.seq, f.ack)
+	}
+	if n := p.st.tw.Len(); n != 0 {
+		t.Errorf("%d entries after a segment of a live connection, want 0", n)
+	}
+	if n := p.st.TimeWaitStats().Reopened.Load(); n != 1 {
+		t.Errorf("reopened %d, want 1", n)
 	}
 }
