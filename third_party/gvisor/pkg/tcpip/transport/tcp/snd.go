@@ -1078,11 +1078,17 @@ func (s *sender) postXmit(dataSent bool, shouldScheduleProbe bool) {
 			s.schedulePTO()
 		} else if !s.resendTimer.enabled() {
 			s.probeTimer.disable()
-			if s.Outstanding > 0 {
-				// Enable the resend timer if it's not enabled yet and there is
-				// outstanding data.
-				s.resendTimer.enable(s.RTO)
-			}
+			// tund patch 0007: arm the RTO whenever anything is
+			// unacknowledged (SND.UNA != SND.NXT here), not only when
+			// Outstanding > 0. Outstanding is the pipe estimate of
+			// congestion control: SetPipe never counts a FIN, and an ACK
+			// can take it to zero by removing segments it had not
+			// counted, with data or a FIN still in flight. After a tail
+			// loss probe, which must leave the RTO armed (RFC 8985
+			// §7.3), no timer was left at all and a lost probe stalled
+			// the connection for good. RFC 6298 §5.1: the timer runs
+			// while anything sent is unacknowledged.
+			s.resendTimer.enable(s.RTO)
 		}
 	}
 }
