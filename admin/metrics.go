@@ -49,7 +49,7 @@ func newCollector(st *stack.Stack) *collector {
 		open:     prometheus.NewDesc("tund_tcp_conns_open", "Connections that services hold open (what --max-conns bounds).", nil, nil),
 		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
 		faults:   prometheus.NewDesc("tund_faults_total", "Segments that the close-path faults dropped or delayed, by fault (drop-final-ack, drop-fin, delay-fin, no-fin, loss-in, loss-out).", []string{"fault"}, nil),
-		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close).", []string{"event"}, nil),
+		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
@@ -133,7 +133,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(c.st.OpenConns()))
 	tw := c.st.TimeWaitStats()
 	for event, v := range map[string]uint64{
-		"entered": tw.Entered.Load(), "reacked": tw.Reacked.Load(), "reopened": tw.Reopened.Load(), "reset": tw.Reset.Load(),
+		"entered": tw.Entered.Load(), "reacked": tw.Reacked.Load(), "reopened": tw.Reopened.Load(), "reset": tw.Reset.Load(), "rst-suppressed": tw.SuppressedRSTs.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(c.tw, prometheus.CounterValue, float64(v), event)
 	}

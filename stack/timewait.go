@@ -79,6 +79,9 @@ type TimeWaitStats struct {
 	Reopened atomic.Uint64
 	// Reset counts TIME-WAITs that an RST ended (--time-wait-rst close).
 	Reset atomic.Uint64
+	// SuppressedRSTs counts RSTs the stack's listener would have sent to
+	// a connection in TIME-WAIT (see WritePackets).
+	SuppressedRSTs atomic.Uint64
 }
 
 // portSet is a set of ports, read without a lock.
@@ -280,6 +283,72 @@ func newIncarnation(f tcpFields, b []byte, e *twEntry) bool {
 		return int32(tsVal-e.tsEcr) > 0
 	}
 	return int32(f.seq-e.rcvNxt) > 0
+}
+
+// WritePackets keeps the stack from resetting a connection that is in the
+// table. Segments that were waiting in the old endpoint's queue when it
+// handed its TIME-WAIT over go to the listener as the endpoint closes, and
+// the listener answers an ACK with a RST (RFC 9293 §3.10.7.2); in TIME-WAIT
+// that ACK gets nothing. A RST of a live connection of the stack on the
+// same 4-tuple (a new incarnation) passes, and the entry goes.
+func (t *timeWaitTable) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	if t.count.Load() == 0 {
+		return t.Endpoint.WritePackets(pkts)
+	}
+	var drop []bool
+	for i, pkt := range pkts.AsSlice() {
+		tcpHdr := pkt.TransportHeader().Slice()
+		if pkt.TransportProtocolNumber != header.TCPProtocolNumber || len(tcpHdr) < header.TCPMinimumSize || header.TCP(tcpHdr).Flags()&header.TCPFlagRst == 0 {
+			continue
+		}
+		f, ok := parseOutbound(pkt.NetworkHeader().Slice(), tcpHdr, pkt.Data().Size())
+		if !ok || !t.suppress(f.flow) {
+			continue
+		}
+		if drop == nil {
+			drop = make([]bool, pkts.Len())
+		}
+		drop[i] = true
+	}
+	if drop == nil {
+		return t.Endpoint.WritePackets(pkts)
+	}
+	var rest stack.PacketBufferList
+	for i, pkt := range pkts.AsSlice() {
+		if !drop[i] {
+			rest.PushBack(pkt.IncRef())
+		}
+	}
+	defer rest.Reset()
+	n := pkts.Len() - rest.Len()
+	if rest.Len() == 0 {
+		return n, nil
+	}
+	m, err := t.Endpoint.WritePackets(rest)
+	return n + m, err
+}
+
+// suppress reports whether a RST of fl is one to drop: fl is in the
+// table and the stack has no live connection of it.
+func (t *timeWaitTable) suppress(fl flow) bool {
+	t.mu.Lock()
+	_, ok := t.entries.get(fl)
+	t.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if t.live(fl) {
+		t.mu.Lock()
+		if _, ok := t.entries.get(fl); ok {
+			t.entries.delete(fl)
+			t.count.Store(int32(t.entries.len()))
+			t.stats.Reopened.Add(1)
+		}
+		t.mu.Unlock()
+		return false
+	}
+	t.stats.SuppressedRSTs.Add(1)
+	return true
 }
 
 // live reports whether the stack has a connection (not a listener) for fl.

@@ -6,6 +6,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
@@ -196,5 +197,43 @@ func TestCompactTimeWaitYieldsToLiveConnection(t *testing.T) {
 	}
 	if n := p.st.TimeWaitStats().Reopened.Load(); n != 1 {
 		t.Errorf("reopened %d, want 1", n)
+	}
+}
+
+// rstPacket builds tund's RST to the peer's port as the stack would send it.
+func rstPacket(peerPort uint16) gstack.PacketBufferList {
+	tcpHdr := make([]byte, header.TCPMinimumSize)
+	header.TCP(tcpHdr).Encode(&header.TCPFields{SrcPort: 7, DstPort: peerPort, SeqNum: 1, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagRst})
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{ReserveHeaderBytes: header.IPv4MinimumSize + header.TCPMinimumSize})
+	copy(pkt.TransportHeader().Push(len(tcpHdr)), tcpHdr)
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize)).Encode(&header.IPv4Fields{
+		TotalLength: header.IPv4MinimumSize + header.TCPMinimumSize, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: stackAddr, DstAddr: peerAddr,
+	})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	var l gstack.PacketBufferList
+	l.PushBack(pkt)
+	return l
+}
+
+func TestCompactTimeWaitSuppressesListenerRST(t *testing.T) {
+	// A segment that waited in the old endpoint's queue goes to the
+	// listener as the endpoint closes, and the listener would reset the
+	// connection in TIME-WAIT: the table drops that RST. A RST for a
+	// connection not in the table passes.
+	p, _ := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
+	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+	l := rstPacket(peerPort)
+	p.st.tw.WritePackets(l)
+	l.Reset()
+	p.noSegment(100*time.Millisecond, "the RST was for a connection in TIME-WAIT")
+	if n := p.st.TimeWaitStats().SuppressedRSTs.Load(); n != 1 {
+		t.Errorf("suppressed %d RSTs, want 1", n)
+	}
+	l = rstPacket(peerPort + 1)
+	p.st.tw.WritePackets(l)
+	l.Reset()
+	if f := p.next(time.Second); f.flags&header.TCPFlagRst == 0 || f.flow.localPort != peerPort+1 {
+		t.Errorf("got %s to port %d, want the RST to port %d", flagString(f.flags), f.flow.localPort, peerPort+1)
 	}
 }

@@ -24,7 +24,8 @@ func addLoss(t *testing.T, ns *NS, dev string, p float64) {
 // TestNoResetUnderLoss checks that loss never turns a graceful close into a
 // reset: with 5% of packets dropped in each direction, 150 daytime closes
 // that tund starts end without a RST from tund, and 24 echo transfers of
-// 300 KB come back intact. (RST in a close that should be graceful is the
+// 300 KB come back intact, with no RST from tund before their close
+// completed. (RST in a close that should be graceful is the
 // gVisor defect that third_party/gvisor-patches/0002 fixes.)
 func TestNoResetUnderLoss(t *testing.T) {
 	ns := newNS(t)
@@ -114,11 +115,48 @@ func TestNoResetUnderLoss(t *testing.T) {
 	t.Logf("%d daytime closes and %d echo transfers under 5%% loss in %v; tund sent %d segments, %d RST",
 		closes, transfers, time.Since(start).Round(time.Millisecond), sent, len(rsts))
 	for _, c := range conversations(segs) {
-		for _, s := range c.Segs {
-			if s.Has(flagRST) && c.FromServer(s) {
-				t.Errorf("tund reset a connection that should close gracefully:%s", c)
+		for i, s := range c.Segs {
+			if !s.Has(flagRST) || !c.FromServer(s) {
+				continue
+			}
+			if lateAfterPassiveClose(c, i) {
+				// The client closed first and both FINs were ACKed:
+				// tund's LAST-ACK had ended, and a late duplicate (the
+				// ACK of a segment sent twice in recovery) found no
+				// connection, as it would on Linux. The close itself
+				// was graceful on both sides.
+				t.Logf("a RST after a completed close, for a late segment (allowed):%s", c)
 				break
 			}
+			t.Errorf("tund reset a connection that should close gracefully:%s", c)
+			break
 		}
 	}
+}
+
+// lateAfterPassiveClose reports whether, before segment i of c, the client
+// had sent the first FIN and both FINs had been acknowledged: the close was
+// complete, with tund as the passive closer, which keeps no TIME-WAIT.
+// When tund closed first, its TIME-WAIT must answer late segments without
+// a RST, so this never holds then.
+func lateAfterPassiveClose(c *Conversation, i int) bool {
+	cf, sf := c.firstFIN(false), c.firstFIN(true)
+	if cf < 0 || sf < 0 || cf > sf || sf > i {
+		return false
+	}
+	clientFINEnd := c.Segs[cf].Seq + uint32(c.Segs[cf].Len) + 1
+	serverFINEnd := c.Segs[sf].Seq + uint32(c.Segs[sf].Len) + 1
+	var clientAcked, serverAcked bool
+	for _, s := range c.Segs[:i] {
+		if !s.Has(flagACK) {
+			continue
+		}
+		if c.FromServer(s) && int32(s.Ack-clientFINEnd) >= 0 {
+			clientAcked = true
+		}
+		if !c.FromServer(s) && int32(s.Ack-serverFINEnd) >= 0 {
+			serverAcked = true
+		}
+	}
+	return clientAcked && serverAcked
 }
