@@ -95,7 +95,8 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tund --help: %v", err)
 	}
-	for _, flag := range []string{"-tun ", "-tun-addr", "-addr", "-mtu", "-queues", "-serve", "-msl", "-fin-wait2", "-log-level", "-log-format", "-fin-ack-merge", "-half-close", "-time-wait-rst", "-admin", "-pcap", "-trace", "-max-conns", "-drain", "-dial LISTEN=TARGET", "proxy:PORT=IP:PORT"} {
+	for _, flag := range []string{"-tun ", "-tun-addr", "-addr", "-mtu", "-queues", "-serve", "-msl", "-fin-wait2", "-log-level", "-log-format", "-fin-ack-merge", "-half-close", "-time-wait-rst", "-admin", "-pcap", "-trace", "-max-conns", "-drain", "-dial LISTEN=TARGET", "proxy:PORT=IP:PORT",
+		"-drop-final-ack", "-drop-fin", "-delay-fin", "-no-fin", "-loss-in", "-loss-out", "-abort", "-port-range", "-time-wait-reuse", "-time-wait compact|full", "-offload"} {
 		if !strings.Contains(string(out), flag) {
 			t.Errorf("--help does not mention %s", flag)
 		}
