@@ -274,7 +274,7 @@ const (
 
 // WritePackets drops, delays or passes each segment tund sends.
 func (e *faultEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	var out []verdict
+	var taken []bool
 	for i, pkt := range pkts.AsSlice() {
 		if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
 			continue
@@ -287,34 +287,20 @@ func (e *faultEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 		if v == pass {
 			continue
 		}
-		if out == nil {
-			out = make([]verdict, pkts.Len())
+		if taken == nil {
+			taken = make([]bool, pkts.Len())
 		}
-		out[i] = v
+		taken[i] = true
 		e.stats.add(fault)
 		e.tracer.faulted(f, tund, fault)
 		if v == delay {
 			e.delay(pkt, e.faultsFor(f.flow.localPort).DelayFIN)
 		}
 	}
-	if out == nil {
+	if taken == nil {
 		return e.Endpoint.WritePackets(pkts)
 	}
-	var rest stack.PacketBufferList
-	taken := 0
-	for i, pkt := range pkts.AsSlice() {
-		if out[i] != pass {
-			taken++
-			continue
-		}
-		rest.PushBack(pkt.IncRef())
-	}
-	defer rest.Reset()
-	if rest.Len() == 0 {
-		return taken, nil
-	}
-	n, err := e.Endpoint.WritePackets(rest)
-	return n + taken, err
+	return writeKept(&e.Endpoint, pkts, taken)
 }
 
 // outbound decides the fate of one segment tund sends, and the fault that
@@ -404,10 +390,7 @@ func (e *faultEndpoint) delay(pkt *stack.PacketBuffer, d time.Duration) {
 			held.DecRef()
 			return
 		}
-		var l stack.PacketBufferList
-		l.PushBack(held)
-		e.Endpoint.WritePackets(l)
-		l.Reset()
+		writeOne(&e.Endpoint, held)
 	})
 }
 

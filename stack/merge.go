@@ -196,21 +196,7 @@ func (e *mergeEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 	if hold == nil {
 		return e.Endpoint.WritePackets(pkts)
 	}
-	var pass stack.PacketBufferList
-	held := 0
-	for i, pkt := range pkts.AsSlice() {
-		if hold[i] {
-			held++
-			continue
-		}
-		pass.PushBack(pkt.IncRef())
-	}
-	defer pass.Reset()
-	if pass.Len() == 0 {
-		return held, nil
-	}
-	n, err := e.Endpoint.WritePackets(pass)
-	return n + held, err
+	return writeKept(&e.Endpoint, pkts, hold)
 }
 
 // outbound looks at one segment the stack sends and reports whether to
@@ -273,10 +259,7 @@ func (e *mergeEndpoint) sendLocked(fl flow, st *finState) {
 	pkt := st.held
 	st.held = nil
 	e.dropLocked(fl, st)
-	var l stack.PacketBufferList
-	l.PushBack(pkt)
-	e.Endpoint.WritePackets(l)
-	l.Reset()
+	writeOne(&e.Endpoint, pkt)
 }
 
 // dropLocked forgets a FIN, discarding its held ACK if any.

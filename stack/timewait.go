@@ -313,19 +313,7 @@ func (t *timeWaitTable) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Er
 	if drop == nil {
 		return t.Endpoint.WritePackets(pkts)
 	}
-	var rest stack.PacketBufferList
-	for i, pkt := range pkts.AsSlice() {
-		if !drop[i] {
-			rest.PushBack(pkt.IncRef())
-		}
-	}
-	defer rest.Reset()
-	n := pkts.Len() - rest.Len()
-	if rest.Len() == 0 {
-		return n, nil
-	}
-	m, err := t.Endpoint.WritePackets(rest)
-	return n + m, err
+	return writeKept(&t.Endpoint, pkts, drop)
 }
 
 // suppress reports whether a RST of fl is one to drop: fl is in the
@@ -426,10 +414,7 @@ func (t *timeWaitTable) send(fl flow, tcpHdr []byte) {
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
 	pkt.NetworkProtocolNumber = netProto
-	var l stack.PacketBufferList
-	l.PushBack(pkt.IncRef())
-	t.Endpoint.WritePackets(l)
-	l.Reset()
+	writeOne(&t.Endpoint, pkt.IncRef())
 }
 
 // timeWaits returns the connections in the table, for the connection
