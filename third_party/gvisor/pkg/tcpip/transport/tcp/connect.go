@@ -422,6 +422,26 @@ func (h *handshake) synRcvdState(s *segment) tcpip.Error {
 		h.iss = iss
 	}
 
+	// tund patch 0010: a retransmitted SYN means the peer has not seen our
+	// SYN-ACK: send it again, as Linux does (tcp_check_req), instead of
+	// the bare ACK below, which a peer in SYN-SENT can only drop (RFC
+	// 9293 §3.10.7.3). Without it a lost SYN-ACK waited for our own
+	// backoff (1 s, 2 s, 4 s...) while the peer's SYNs went unanswered.
+	// Rate-limited like that ACK; the TSval is fresh and echoes the
+	// SYN's, so the peer's and our first RTT samples are this exchange's.
+	if !h.active && s.flags == header.TCPFlagSyn && s.sequenceNumber == h.ackNum-1 {
+		if h.ep.allowOutOfWindowAck() {
+			if h.sendSYNOpts.TS {
+				h.sendSYNOpts.TSVal = h.ep.tsValNow()
+				if s.parsedOptions.TS {
+					h.sendSYNOpts.TSEcr = s.parsedOptions.TSVal
+				}
+			}
+			h.resendSYNLocked()
+		}
+		return nil
+	}
+
 	// RFC 793, Section 3.9, page 69, states that in the SYN-RCVD state, a
 	// sequence number outside of the window causes an ACK with the proper seq
 	// number and "After sending the acknowledgment, drop the unacceptable
@@ -641,23 +661,42 @@ func (h *handshake) retransmitHandlerLocked() tcpip.Error {
 	// the connection with another ACK or data (as ACKs are never
 	// retransmitted on their own).
 	if h.active || !h.acked || h.deferAccept != 0 && e.stack.Clock().NowMonotonic().Sub(h.startTime) > h.deferAccept {
-		e.sendSynTCP(e.route, tcpFields{
-			id:        e.TransportEndpointInfo.ID,
-			ttl:       calculateTTL(e.route, e.ipv4TTL, e.ipv6HopLimit),
-			tos:       e.sendTOS,
-			flags:     h.flags,
-			seq:       h.iss,
-			ack:       h.ackNum,
-			rcvWnd:    h.rcvWnd,
-			df:        h.ep.pmtud == tcpip.PMTUDiscoveryWant || h.ep.pmtud == tcpip.PMTUDiscoveryDo || h.ep.pmtud == tcpip.PMTUDiscoveryProbe,
-			expOptVal: e.getExperimentOptionValue(e.route),
-		}, h.sendSYNOpts)
-		// If we have ever retransmitted the SYN-ACK or
-		// SYN segment, we should only measure RTT if
-		// TS option is present.
-		h.sampleRTTWithTSOnly = true
+		// tund patch 0009: a retransmitted SYN or SYN-ACK carries the
+		// current clock in its TSval (RFC 7323 §4.1, as Linux's does),
+		// not the first transmission's. The peer echoes it in the ACK
+		// that ends the handshake, from which the first RTT sample is
+		// taken below (transitionToStateEstablishedLocked): with the old
+		// TSval that sample spanned every retransmission, seeding an RTO
+		// of seconds after one lost SYN-ACK, which Karn's rule (RFC 6298
+		// §3) is there to prevent.
+		if h.sendSYNOpts.TS {
+			h.sendSYNOpts.TSVal = e.tsValNow()
+		}
+		h.resendSYNLocked()
 	}
 	return nil
+}
+
+// resendSYNLocked sends the SYN or SYN-ACK again with the cached options.
+//
+// +checklocks:h.ep.mu
+func (h *handshake) resendSYNLocked() {
+	e := h.ep
+	e.sendSynTCP(e.route, tcpFields{
+		id:        e.TransportEndpointInfo.ID,
+		ttl:       calculateTTL(e.route, e.ipv4TTL, e.ipv6HopLimit),
+		tos:       e.sendTOS,
+		flags:     h.flags,
+		seq:       h.iss,
+		ack:       h.ackNum,
+		rcvWnd:    h.rcvWnd,
+		df:        e.pmtud == tcpip.PMTUDiscoveryWant || e.pmtud == tcpip.PMTUDiscoveryDo || e.pmtud == tcpip.PMTUDiscoveryProbe,
+		expOptVal: e.getExperimentOptionValue(e.route),
+	}, h.sendSYNOpts)
+	// If we have ever retransmitted the SYN-ACK or
+	// SYN segment, we should only measure RTT if
+	// TS option is present.
+	h.sampleRTTWithTSOnly = true
 }
 
 // transitionToStateEstablishedLocked transitions the endpoint of the handshake

@@ -1781,7 +1781,22 @@ func (s *sender) handleRcvdSegment(rcvdSeg *segment) {
 		// After the reorder window is calculated, detect any loss by checking
 		// if the time elapsed after the segments are sent is greater than the
 		// reorder window.
-		if numLost := s.rc.detectLoss(rcvdSeg.rcvdTime); numLost > 0 && !s.FastRecovery.Active {
+		//
+		// tund patch 0008: not while in RTO recovery. After an RTO the
+		// sender goes back to SND.UNA and resends the whole flight in
+		// slow start (RFC 5681 §3.1, RFC 6298 §5.4-5.6), ACK-clocked
+		// through sendData. Once the first retransmission is ACKed,
+		// RACK sees every segment of the old flight as sent before it
+		// and marks them lost; entering fast recovery here then set
+		// the pipe (SetPipe) to that whole flight, since the RTO had
+		// cleared the scoreboard, so nothing more was sent until the
+		// next RTO: one or two segments per RTO. The duplicate-ACK
+		// path (detectLoss above) already refuses a recovery for data
+		// sent before the RTO (RFC 6582 §3.2 step 2); Linux, too,
+		// marks the whole flight lost at an RTO (tcp_enter_loss) and
+		// resends it in slow start without leaving its Loss state
+		// for Recovery.
+		if numLost := s.rc.detectLoss(rcvdSeg.rcvdTime); numLost > 0 && !s.FastRecovery.Active && s.state != tcpip.RTORecovery {
 			// If any segment is marked as lost by
 			// RACK, enter recovery and retransmit
 			// the lost segments.
