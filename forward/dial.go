@@ -135,9 +135,10 @@ func Listen(r Rule) (*net.TCPListener, error) {
 // through st: tund's stack is the client of r.Target, and each accepted
 // connection is spliced to it (half-close and RST cross; see Splice). A
 // dial that fails resets the accepted connection, as a refused connect
-// would. When ctx ends Serve closes ln and every connection and returns
-// nil once they are done; any other accept error is returned.
-func Serve(ctx context.Context, ln *net.TCPListener, st *stack.Stack, r Rule, log *slog.Logger) error {
+// would. When ctx ends Serve closes ln, leaves each open connection drain
+// to end by itself (Policy.Drain) and resets what remains; it returns nil
+// once they are done. Any other accept error is returned.
+func Serve(ctx context.Context, ln *net.TCPListener, st *stack.Stack, r Rule, drain time.Duration, log *slog.Logger) error {
 	log = log.With("dial", r.String())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -168,14 +169,14 @@ func Serve(ctx context.Context, ln *net.TCPListener, st *stack.Stack, r Rule, lo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			carry(ctx, kc, st, r.Target, log.With("client", kc.RemoteAddr().String()))
+			carry(ctx, kc, st, r.Target, drain, log.With("client", kc.RemoteAddr().String()))
 		}()
 	}
 }
 
 // carry dials target from the stack for the kernel connection kc and
 // splices the two.
-func carry(ctx context.Context, kc *net.TCPConn, st *stack.Stack, target netip.AddrPort, log *slog.Logger) {
+func carry(ctx context.Context, kc *net.TCPConn, st *stack.Stack, target netip.AddrPort, drain time.Duration, log *slog.Logger) {
 	log.Debug("accepted")
 	sc, err := st.DialTCP(ctx, target)
 	if err != nil {
@@ -185,6 +186,6 @@ func carry(ctx context.Context, kc *net.TCPConn, st *stack.Stack, target netip.A
 	}
 	log = log.With("local", sc.LocalAddr().String())
 	log.Debug("connected")
-	res := Splice(ctx, Kernel(kc), Stack(sc), Policy{})
+	res := Splice(ctx, Kernel(kc), Stack(sc), Policy{Drain: drain})
 	log.Debug("done", "sent", res.AtoB, "received", res.BtoA, "end", res.End)
 }

@@ -124,6 +124,11 @@ type Policy struct {
 	// AbortA: where the splice would send a FIN on a, it sends RST and
 	// ends both connections.
 	AbortA bool
+	// Drain, when not zero: when ctx ends (tund is stopping), the splice
+	// is left this long to end by itself, both peers' FINs carried as
+	// usual, so that what either side sent before the stop still arrives;
+	// then both connections are reset. Zero closes both at once.
+	Drain time.Duration
 	// OnHalfClose, when not nil, hears what the half-close policy does
 	// when a's peer half-closes while b's direction is open, before it is
 	// done: HalfCloseAllowed, HalfCloseClosed or, later, HalfCloseTimeout.
@@ -143,7 +148,8 @@ type Result struct {
 	AtoB, BtoA int64 // bytes carried each way
 	// End is how it ended: "fin" (both directions closed by FINs), "reset
 	// by a", "reset by b", "abort" (Policy.AbortA), "half-close=close",
-	// "half-close timeout" or "stopped" (ctx ended).
+	// "half-close timeout", "stopped" (ctx ended) or "drain time over"
+	// (ctx ended and Policy.Drain ran out).
 	End string
 }
 
@@ -158,11 +164,12 @@ type Result struct {
 //     other peer gets RST. Data still queued towards it is dropped, as a
 //     reset drops it.
 //
-// When ctx ends both are closed (a with RST under Policy.AbortA) and
-// Splice returns once its goroutines have.
+// When ctx ends both are closed (a with RST under Policy.AbortA), or,
+// with Policy.Drain, reset if they have not ended by themselves that much
+// later; Splice returns once its goroutines have.
 func Splice(ctx context.Context, a, b End, p Policy) Result {
 	s := &splice{a: a, b: b, p: p}
-	stop := context.AfterFunc(ctx, func() { s.end("stopped", p.AbortA, false) })
+	stop := context.AfterFunc(ctx, s.stop)
 	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -188,8 +195,23 @@ type splice struct {
 	over  bool // ended: later errors on a and b are the splice's doing
 	aDone bool // a's peer sent FIN, passed on
 	bDone bool // b's peer sent FIN, passed on
-	timer *time.Timer
+	timer *time.Timer // Policy.HalfCloseAfter
+	drain *time.Timer // Policy.Drain
 	res   Result
+}
+
+// stop is what the end of Splice's ctx does: close both at once, or give
+// the peers Policy.Drain to finish.
+func (s *splice) stop() {
+	if s.p.Drain <= 0 {
+		s.end("stopped", s.p.AbortA, false)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.over {
+		s.drain = time.AfterFunc(s.p.Drain, func() { s.end("drain time over", true, true) })
+	}
 }
 
 // pump copies src to dst until src ends. A FIN calls onEOF; a reset or a
@@ -309,6 +331,9 @@ func (s *splice) end(how string, resetA, resetB bool) {
 	s.res.End = how
 	if s.timer != nil {
 		s.timer.Stop()
+	}
+	if s.drain != nil {
+		s.drain.Stop()
 	}
 	s.mu.Unlock()
 	for _, c := range []struct {

@@ -211,6 +211,37 @@ func TestSplicePolicy(t *testing.T) {
 			t.Errorf("end %q", r.End)
 		}
 	})
+	t.Run("drained", func(t *testing.T) {
+		// tund stops while the server has a reply to send: with a
+		// drain, the reply still arrives and the FINs cross as usual.
+		ctx, cancel := context.WithCancel(context.Background())
+		p := spliced(t, ctx, Policy{Drain: 10 * time.Second})
+		cancel()
+		reply := bytes.Repeat([]byte("reply "), 100000)
+		go func() {
+			p.server.Write(reply)
+			p.server.CloseWrite()
+		}()
+		got, err := io.ReadAll(p.client)
+		if err != nil || !bytes.Equal(got, reply) {
+			t.Errorf("client read %d bytes, %v; want the %d-byte reply and EOF", len(got), err, len(reply))
+		}
+		p.client.CloseWrite()
+		if r := p.result(t); r.End != "fin" {
+			t.Errorf("end %q, want fin", r.End)
+		}
+	})
+	t.Run("drain time over", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		p := spliced(t, ctx, Policy{Drain: 100 * time.Millisecond})
+		cancel()
+		if _, err := io.ReadAll(p.client); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("client read: %v; want ECONNRESET once the drain ran out", err)
+		}
+		if r := p.result(t); r.End != "drain time over" {
+			t.Errorf("end %q", r.End)
+		}
+	})
 }
 
 // TestParseRules covers the --dial grammar.

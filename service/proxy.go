@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/tund/tund/forward"
 )
@@ -20,8 +21,9 @@ import (
 // both connections at once; a duration ends them that long after, if the
 // server has not closed by then); abort makes every FIN the proxy would
 // send to the client a RST; fin-wait2 and fin-ack-merge apply as for any
-// service. A target that cannot be reached resets the client.
-func proxyTo(target netip.AddrPort) handler {
+// service. A target that cannot be reached resets the client. When tund
+// stops, each pair is left drain to end by itself (forward.Policy.Drain).
+func proxyTo(target netip.AddrPort, drain time.Duration) handler {
 	return func(ctx context.Context, c *conn, log *slog.Logger) {
 		var d net.Dialer
 		kc, err := d.DialContext(ctx, "tcp", target.String())
@@ -37,6 +39,7 @@ func proxyTo(target netip.AddrPort) handler {
 			HalfCloseAfter: c.opts.HalfClose.After,
 			AbortA:         c.opts.Abort,
 			OnHalfClose:    c.NoteHalfClose,
+			Drain:          drain,
 		})
 		log.Debug("proxy done", "to_target", res.AtoB, "from_target", res.BtoA, "end", res.End)
 	}

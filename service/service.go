@@ -206,7 +206,7 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Durati
 		return fmt.Errorf("unknown service %q", spec.Name)
 	}
 	if spec.Name == "proxy" {
-		h.serve = proxyTo(spec.Target)
+		h.serve = proxyTo(spec.Target, drain)
 		log = log.With("target", spec.Target.String())
 	}
 	var (
@@ -219,7 +219,12 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Durati
 		deadline := time.Now().Add(drain)
 		mu.Lock()
 		for c := range conns {
-			c.shutdown(deadline)
+			// A proxied pair ends when both of its peers do: the
+			// splice drains it (forward.Policy.Drain). A FIN from
+			// tund here would cut off what the server still sends.
+			if spec.Name != "proxy" {
+				c.shutdown(deadline)
+			}
 		}
 		mu.Unlock()
 	}

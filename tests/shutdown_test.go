@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -98,5 +99,93 @@ func TestGracefulShutdown(t *testing.T) {
 	logs := td.Logs()
 	if !strings.Contains(logs, "drain time over") {
 		t.Errorf("tund did not log the reset of the %d stubborn clients:\n%s", stubborn, logs)
+	}
+}
+
+// TestDrainCarriesSplices stops tund while a --dial connection and a proxy
+// connection each wait for their server's reply: both servers answer only
+// after the SIGTERM. With --drain, the reply must still reach each client
+// whole, to a clean EOF, the FINs crossing as usual, and no RST on tund0;
+// then tund exits 0 within the drain.
+func TestDrainCarriesSplices(t *testing.T) {
+	ns := newNS(t)
+	td := startTund(t, ns, "--drain", "10s", "--serve", "proxy:8080=127.0.0.1:8081", "--dial", "127.0.0.1:7000=198.18.0.1:9000")
+	rsts := capture(t, ns, "tund0", "tcp[tcpflags] & tcp-rst != 0")
+	reply := randomBytes(1 << 20)
+	stopping := make(chan struct{})
+
+	type pairCase struct{ name, client, server string }
+	cases := []pairCase{{"dial", "127.0.0.1:7000", "198.18.0.1:9000"}, {"proxy", stackV4 + ":8080", "127.0.0.1:8081"}}
+	var (
+		served  []<-chan error
+		clients []net.Conn
+	)
+	for _, c := range cases {
+		ln := listenIn(t, ns, c.server)
+		pinged := make(chan struct{})
+		served = append(served, serveOne(ln, func(sc *net.TCPConn) error {
+			if _, err := io.ReadFull(sc, make([]byte, 4)); err != nil {
+				return fmt.Errorf("reading the ping: %w", err)
+			}
+			close(pinged)
+			<-stopping
+			if err := writeChunks(sc, reply); err != nil {
+				return fmt.Errorf("replying after the SIGTERM: %w", err)
+			}
+			sc.CloseWrite()
+			if _, err := io.Copy(io.Discard, sc); err != nil {
+				return fmt.Errorf("waiting for the client's FIN: %w", err)
+			}
+			return nil
+		}))
+		cl, err := ns.Dial("tcp", c.client)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		defer cl.Close()
+		if _, err := cl.Write([]byte("ping")); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		<-pinged
+		clients = append(clients, cl)
+	}
+
+	stopped := make(chan struct{})
+	go func() { td.Stop(); close(stopped) }()
+	awaitLog(t, td, "stopping: no new connections", 5*time.Second)
+	close(stopping)
+
+	for i, cl := range clients {
+		cl.SetReadDeadline(time.Now().Add(fwdTimeout))
+		got, err := io.ReadAll(cl)
+		if err != nil || !bytes.Equal(got, reply) {
+			t.Errorf("%s: the client read %d bytes, %v; want the server's %d-byte reply, sent after the SIGTERM, and EOF", cases[i].name, len(got), err, len(reply))
+		}
+		cl.(*net.TCPConn).CloseWrite()
+		if err := <-served[i]; err != nil {
+			t.Errorf("%s server: %v", cases[i].name, err)
+		}
+	}
+	<-stopped
+	if segs := rsts.Stop(); len(segs) > 0 {
+		t.Errorf("RST on tund0 during the drain: %v", segs)
+	}
+	if logs := td.Logs(); strings.Contains(logs, "drain time over") {
+		t.Errorf("tund reset connections at the end of the drain:\n%s", logs)
+	}
+}
+
+// awaitLog waits for a line of tund's log that contains s.
+func awaitLog(t *testing.T, td *Tund, s string, timeout time.Duration) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !strings.Contains(td.Logs(), s) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("tund did not log %q within %v:\n%s", s, timeout, td.Logs())
+		}
 	}
 }

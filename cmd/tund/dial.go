@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/tund/tund/forward"
 	"github.com/tund/tund/stack"
@@ -70,13 +71,13 @@ func listenDials(rules []forward.Rule) ([]*net.TCPListener, error) {
 
 // serveDials runs forward.Serve on each listener until ctx ends; an error
 // goes to fail.
-func serveDials(ctx context.Context, wg *sync.WaitGroup, lns []*net.TCPListener, rules []forward.Rule, st *stack.Stack, log *slog.Logger, fail func(error)) {
+func serveDials(ctx context.Context, wg *sync.WaitGroup, lns []*net.TCPListener, rules []forward.Rule, st *stack.Stack, drain time.Duration, log *slog.Logger, fail func(error)) {
 	for i, ln := range lns {
 		log.Info("dialing", "listen", ln.Addr().String(), "target", rules[i].Target.String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := forward.Serve(ctx, ln, st, rules[i], log); err != nil {
+			if err := forward.Serve(ctx, ln, st, rules[i], drain, log); err != nil {
 				fail(err)
 			}
 		}()

@@ -108,7 +108,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
 	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
-	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\nbefore it resets the rest and exits")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\n(services: tund's FIN after what they wrote; proxy and --dial pairs: their peers' FINs)\nbefore it resets the rest and exits")
 	abort := fs.Bool("abort", false, "services end their connections with RST instead of FIN (SO_LINGER 0); per service: /abort.\nhttp always closes with FIN")
 	faultFlags(fs, &o.stack.Faults)
 	portRange := fs.String("port-range", "", "ephemeral ports `LO-HI` for the connections tund opens (--dial), e.g. 40000-40099;\ndefault gVisor's 16000-65535")

@@ -146,7 +146,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 			}
 		}()
 	}
-	serveDials(ctx, &wg, dialLns, o.dials, st, log, func(err error) { errc <- err; cancel() })
+	serveDials(ctx, &wg, dialLns, o.dials, st, o.drain, log, func(err error) { errc <- err; cancel() })
 	log.Info("ready", "admin", adminAddr(adminLn), "pcap", o.pcap, "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
 		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge, "time_wait_rst_closes", o.stack.TimeWaitRSTCloses)
 
