@@ -56,6 +56,12 @@ type Config struct {
 	// connection (RFC 9293 §3.10.7.4, Linux's default); otherwise it is
 	// ignored (RFC 1337), which is gVisor's behaviour.
 	TimeWaitRSTCloses bool
+	// DelayedACK, when not zero, lets the ACK of a small in-order segment
+	// wait up to this long to ride on the reply (gVisor patch 0011), as
+	// Linux's delayed ACK does; zero acknowledges every segment at once,
+	// gVisor's behaviour. Two full segments, out-of-order data and a FIN
+	// are still acknowledged at once.
+	DelayedACK time.Duration
 	// MaxConns, when not zero, bounds the connections that services hold
 	// open at once: a connection accepted beyond it is reset at once and
 	// counted (Stack.Refused), so that a storm cannot take the memory that
@@ -111,8 +117,8 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if len(c.Addrs) == 0 {
 		return nil, errors.New("stack: no address to bind")
 	}
-	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 {
-		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v) or connection limit (%d)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns)
+	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 || c.DelayedACK < 0 {
+		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v), connection limit (%d) or delayed ACK (%v)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns, c.DelayedACK)
 	}
 	if c.Pcap != nil {
 		var err error
@@ -213,6 +219,7 @@ func setTCPOptions(s *gstack.Stack, c Config) error {
 		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
 		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
 		ptr(tcpip.TCPTimeWaitRSTOption(c.TimeWaitRSTCloses)),
+		ptr(tcpip.TCPDelayedACKOption(c.DelayedACK)),
 		ptr(timeWaitReuse(c.TimeWaitReuse)),
 	}
 	for _, o := range opts {

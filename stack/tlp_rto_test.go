@@ -159,15 +159,23 @@ func (p *peer) sendSACK(flags header.TCPFlags, seq, ack uint32, blocks ...header
 // sendOptions injects one segment from the peer with TCP options opts (a
 // multiple of 4 bytes long).
 func (p *peer) sendOptions(flags header.TCPFlags, seq, ack uint32, opts []byte) {
-	tcpLen := header.TCPMinimumSize + len(opts)
+	p.sendRaw(flags, seq, ack, opts, nil)
+}
+
+// sendRaw injects one segment from the peer with TCP options opts (a
+// multiple of 4 bytes long) and payload.
+func (p *peer) sendRaw(flags header.TCPFlags, seq, ack uint32, opts, payload []byte) {
+	hdrLen := header.TCPMinimumSize + len(opts)
+	tcpLen := hdrLen + len(payload)
 	size := header.IPv4MinimumSize + tcpLen
 	b := make([]byte, size)
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{TotalLength: uint16(size), TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: peerAddr, DstAddr: stackAddr})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	tcp := header.TCP(b[header.IPv4MinimumSize:])
-	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, AckNum: ack, DataOffset: uint8(tcpLen), Flags: flags, WindowSize: 65535})
+	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, AckNum: ack, DataOffset: uint8(hdrLen), Flags: flags, WindowSize: 65535})
 	copy(tcp[header.TCPMinimumSize:], opts)
+	copy(tcp[hdrLen:], payload)
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, peerAddr, stackAddr, uint16(tcpLen))
 	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
 	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})

@@ -106,6 +106,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	twRST := fs.String("time-wait-rst", "ignore", "`what` an RST does to a connection in TIME-WAIT: ignore (RFC 1337, gVisor) or close\n(RFC 9293 and Linux's default: TIME-WAIT ends early)")
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
+	fs.DurationVar(&o.stack.DelayedACK, "delayed-ack", 0, "how long the ACK of a small request may wait to ride on tund's reply (a delayed ACK, as\nLinux's); 0 acknowledges each segment at once (gVisor)")
 	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
 	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\n(services: tund's FIN after what they wrote; proxy and --dial pairs: their peers' FINs)\nbefore it resets the rest and exits")
@@ -220,6 +221,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	if o.stack.FINACKMerge < 0 {
 		return nil, errors.New("--fin-ack-merge must not be negative")
+	}
+	if o.stack.DelayedACK < 0 {
+		return nil, errors.New("--delayed-ack must not be negative")
 	}
 	for _, s := range o.services {
 		if s.Faults != o.stack.Faults {

@@ -1480,6 +1480,16 @@ type TCPTimeWaitHandoffOption func(TimeWaitHandoff) bool
 
 func (*TCPTimeWaitHandoffOption) isSettableTransportProtocolOption() {}
 
+// TCPDelayedACKOption, when not zero, is how long the ACK of in-order data
+// may wait to ride on a segment the application sends, as a delayed ACK
+// (RFC 9293 §3.8.6.3); zero, the default, acknowledges at once (tund patch
+// 0011).
+type TCPDelayedACKOption time.Duration
+
+func (*TCPDelayedACKOption) isGettableTransportProtocolOption() {}
+
+func (*TCPDelayedACKOption) isSettableTransportProtocolOption() {}
+
 // TCPTimeWaitReuseOption is used stack.(*Stack).TransportProtocolOption to
 // specify if the stack can reuse the port bound by an endpoint in TIME-WAIT for
 // new connections when it is safe from protocol viewpoint.

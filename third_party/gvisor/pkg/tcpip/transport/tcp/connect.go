@@ -1303,6 +1303,26 @@ func (e *Endpoint) handleReset(s *segment) (ok bool, err tcpip.Error) {
 	}
 }
 
+// delayAck reports whether the ACK of what was just received may wait, up
+// to the stack's tcpip.TCPDelayedACKOption, to ride on a segment that the
+// application sends (tund patch 0011). gVisor acknowledges every batch of
+// received segments at once, so a request is answered by a bare ACK and
+// then its response, two packets where Linux sends one: its delayed ACK
+// (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2) waits for the reply to carry it.
+// As in Linux the ACK still goes at once when two full-sized segments or
+// more are unacknowledged, when segments wait out of order (their
+// duplicate ACKs drive the peer's fast retransmit), and outside
+// ESTABLISHED: the ACK of a FIN belongs to the close path (tund's FIN/ACK
+// merge holds it on its own terms).
+//
+// +checklocks:e.mu
+func (e *Endpoint) delayAck() bool {
+	return e.snd.delayedACK > 0 &&
+		e.EndpointState() == StateEstablished &&
+		len(e.rcv.pendingRcvdSegments) == 0 &&
+		e.snd.MaxSentAck.Size(e.rcv.RcvNxt) < 2*seqnum.Size(e.snd.MaxPayloadSize)
+}
+
 // handleSegments processes all inbound segments.
 //
 // +checklocks:e.mu
@@ -1341,7 +1361,13 @@ func (e *Endpoint) handleSegmentsLocked() tcpip.Error {
 
 	// Send an ACK for all processed packets if needed.
 	if e.rcv.RcvNxt != e.snd.MaxSentAck {
-		e.snd.sendAck()
+		if e.delayAck() {
+			if !e.snd.delayedAckTimer.enabled() {
+				e.snd.delayedAckTimer.enable(e.snd.delayedACK)
+			}
+		} else {
+			e.snd.sendAck()
+		}
 	}
 
 	e.resetKeepaliveTimer(true /* receivedData */)

@@ -1212,6 +1212,7 @@ func (e *Endpoint) cleanupLocked() {
 		e.snd.probeTimer.cleanup()
 		e.snd.reorderTimer.cleanup()
 		e.snd.corkTimer.cleanup()
+		e.snd.delayedAckTimer.cleanup()
 	}
 
 	if e.finWait2Timer != nil {

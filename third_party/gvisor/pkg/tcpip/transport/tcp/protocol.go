@@ -118,6 +118,8 @@ type protocol struct {
 	// +checklocks:mu
 	timeWaitRST tcpip.TCPTimeWaitRSTOption
 	// +checklocks:mu
+	delayedACK tcpip.TCPDelayedACKOption
+	// +checklocks:mu
 	timeWaitHandoff tcpip.TCPTimeWaitHandoffOption
 	// +checklocks:mu
 	minRTO time.Duration
@@ -366,6 +368,15 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		p.mu.Unlock()
 		return nil
 
+	case *tcpip.TCPDelayedACKOption:
+		if *v < 0 {
+			return &tcpip.ErrInvalidOptionValue{}
+		}
+		p.mu.Lock()
+		p.delayedACK = *v
+		p.mu.Unlock()
+		return nil
+
 	case *tcpip.TCPTimeWaitHandoffOption:
 		p.mu.Lock()
 		p.timeWaitHandoff = *v
@@ -505,6 +516,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPTimeWaitRSTOption:
 		p.mu.RLock()
 		*v = p.timeWaitRST
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPDelayedACKOption:
+		p.mu.RLock()
+		*v = p.delayedACK
 		p.mu.RUnlock()
 		return nil
 

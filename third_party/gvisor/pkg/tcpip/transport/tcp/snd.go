@@ -190,6 +190,12 @@ type sender struct {
 	// corkTimer is used to drain the segments which are held when TCP_CORK
 	// option is enabled.
 	corkTimer timer `state:"nosave"`
+
+	// delayedACK is the stack's tcpip.TCPDelayedACKOption when the
+	// connection was set up, and delayedAckTimer sends the ACK it held
+	// back (tund patch 0011; see Endpoint.delayAck).
+	delayedACK      time.Duration
+	delayedAckTimer timer `state:"nosave"`
 }
 
 // protectedWriteList wraps the write list, checking for invalid state when
@@ -304,6 +310,7 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 	ep.snd.reorderTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.rc.reorderTimerExpired))
 	ep.snd.probeTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.probeTimerExpired))
 	ep.snd.corkTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.corkTimerExpired))
+	ep.snd.delayedAckTimer.init(ep.snd.ep.stack.Clock(), timerHandler(ep.snd.ep, ep.snd.delayedAckTimerExpired))
 
 	ep.snd.updateMaxPayloadSize(int(ep.snd.ep.route.MTU()), 0)
 	// Initialize SACK Scoreboard after updating max payload size as we use
@@ -329,6 +336,11 @@ func initSender(ep *Endpoint, iss, irs seqnum.Value, sndWnd seqnum.Size, mss uin
 		panic(fmt.Sprintf("unable to get maxRetries from stack: %s", err))
 	}
 	ep.snd.maxRetries = uint32(maxRetries)
+
+	var delayedACK tcpip.TCPDelayedACKOption
+	if err := ep.snd.ep.stack.TransportProtocolOption(ProtocolNumber, &delayedACK); err == nil {
+		ep.snd.delayedACK = time.Duration(delayedACK)
+	}
 }
 
 // initCongestionControl initializes the specified congestion control module and
@@ -1919,6 +1931,20 @@ func (s *sender) updateWriteNext(seg *segment) {
 		seg.IncRef()
 	}
 	s.writeNext = seg
+}
+
+// delayedAckTimerExpired sends the ACK that Endpoint.delayAck held back,
+// unless a segment sent since carried it (tund patch 0011).
+// +checklocks:s.ep.mu
+// +checklocksexclude:s.rtt.rttMutex
+func (s *sender) delayedAckTimerExpired() tcpip.Error {
+	if s.delayedAckTimer.isUninitialized() || !s.delayedAckTimer.checkExpiration() {
+		return nil
+	}
+	if s.ep.rcv != nil && s.ep.rcv.RcvNxt != s.MaxSentAck {
+		s.sendAck()
+	}
+	return nil
 }
 
 // corkTimerExpired drains all the segments when TCP_CORK is enabled.
