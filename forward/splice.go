@@ -192,9 +192,9 @@ type splice struct {
 	p    Policy
 
 	mu    sync.Mutex
-	over  bool // ended: later errors on a and b are the splice's doing
-	aDone bool // a's peer sent FIN, passed on
-	bDone bool // b's peer sent FIN, passed on
+	over  bool        // ended: later errors on a and b are the splice's doing
+	aDone bool        // a's peer sent FIN, passed on
+	bDone bool        // b's peer sent FIN, passed on
 	timer *time.Timer // Policy.HalfCloseAfter
 	drain *time.Timer // Policy.Drain
 	res   Result

@@ -54,6 +54,15 @@ func spliced(t *testing.T, ctx context.Context, p Policy) *pair {
 	return pr
 }
 
+// stopped starts a splice and then ends its ctx, as tund's stop does.
+func stopped(t *testing.T, p Policy) *pair {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr := spliced(t, ctx, p)
+	cancel()
+	return pr
+}
+
 func (p *pair) result(t *testing.T) Result {
 	t.Helper()
 	select {
@@ -201,9 +210,7 @@ func TestSplicePolicy(t *testing.T) {
 		}
 	})
 	t.Run("stopped", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		p := spliced(t, ctx, Policy{})
-		cancel()
+		p := stopped(t, Policy{})
 		if got, err := io.ReadAll(p.client); err != nil || len(got) != 0 {
 			t.Errorf("client read %q, %v; want EOF", got, err)
 		}
@@ -214,9 +221,7 @@ func TestSplicePolicy(t *testing.T) {
 	t.Run("drained", func(t *testing.T) {
 		// tund stops while the server has a reply to send: with a
 		// drain, the reply still arrives and the FINs cross as usual.
-		ctx, cancel := context.WithCancel(context.Background())
-		p := spliced(t, ctx, Policy{Drain: 10 * time.Second})
-		cancel()
+		p := stopped(t, Policy{Drain: 10 * time.Second})
 		reply := bytes.Repeat([]byte("reply "), 100000)
 		go func() {
 			p.server.Write(reply)
@@ -232,9 +237,7 @@ func TestSplicePolicy(t *testing.T) {
 		}
 	})
 	t.Run("drain time over", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		p := spliced(t, ctx, Policy{Drain: 100 * time.Millisecond})
-		cancel()
+		p := stopped(t, Policy{Drain: 100 * time.Millisecond})
 		if _, err := io.ReadAll(p.client); !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("client read: %v; want ECONNRESET once the drain ran out", err)
 		}

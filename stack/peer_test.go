@@ -48,6 +48,23 @@ func connect(t *testing.T, window time.Duration) *peer {
 // here).
 func connectConfig(t *testing.T, c Config) *peer {
 	t.Helper()
+	p, accept := listenPeer(t, c)
+	p.send(header.TCPFlagSyn, peerISS, 0)
+	synAck := p.next(time.Second)
+	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
+		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
+	}
+	p.iss = synAck.seq
+	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
+	p.conn = accept()
+	return p
+}
+
+// listenPeer builds a stack from c (its Addrs are set here) listening on
+// port 7 and a hand-played peer for it. accept returns the connection the
+// listener accepts, failing the test if none comes within 5 s.
+func listenPeer(t *testing.T, c Config) (p *peer, accept func() *Conn) {
+	t.Helper()
 	ch := channel.New(64, 1500, "")
 	c.Addrs = []netip.Addr{netip.MustParseAddr("198.18.0.2")}
 	st, err := New(ch, c)
@@ -60,25 +77,30 @@ func connectConfig(t *testing.T, c Config) *peer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	p := &peer{t: t, ch: ch, st: st}
-	accepted := make(chan *Conn, 1)
+	type result struct {
+		c   *Conn
+		err error
+	}
+	accepted := make(chan result, 1)
 	go func() {
 		c, err := ln.AcceptConn()
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
+		accepted <- result{c, err}
 	}()
-	p.send(header.TCPFlagSyn, peerISS, 0)
-	synAck := p.next(time.Second)
-	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
-		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
+	accept = func() *Conn {
+		t.Helper()
+		select {
+		case r := <-accepted:
+			if r.err != nil {
+				t.Fatalf("accept: %v", r.err)
+			}
+			t.Cleanup(func() { r.c.Close() })
+			return r.c
+		case <-time.After(5 * time.Second):
+			t.Fatal("no connection accepted within 5 s")
+			return nil
+		}
 	}
-	p.iss = synAck.seq
-	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
-	p.conn = <-accepted
-	t.Cleanup(func() { p.conn.Close() })
-	return p
+	return &peer{t: t, ch: ch, st: st}, accept
 }
 
 // send injects one segment from the peer.
@@ -109,11 +131,17 @@ func (p *peer) next(timeout time.Duration) tcpFields {
 
 // nextOrNone returns the next segment the stack sends within timeout.
 func (p *peer) nextOrNone(timeout time.Duration) (tcpFields, bool) {
+	f, _, ok := p.nextPacket(timeout)
+	return f, ok
+}
+
+// nextPacket is nextOrNone with the packet's bytes (IPv4 header first).
+func (p *peer) nextPacket(timeout time.Duration) (tcpFields, []byte, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	pkt := p.ch.ReadContext(ctx)
 	if pkt == nil {
-		return tcpFields{}, false
+		return tcpFields{}, nil, false
 	}
 	defer pkt.DecRef()
 	b := pkt.ToView().AsSlice()
@@ -121,7 +149,7 @@ func (p *peer) nextOrNone(timeout time.Duration) (tcpFields, bool) {
 	if !ok {
 		p.t.Fatalf("the stack sent a packet that is not TCP: %x", b)
 	}
-	return f, true
+	return f, b, true
 }
 
 func (p *peer) readEOF() {

@@ -1,13 +1,10 @@
 package stack
 
 import (
-	"context"
-	"net/netip"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 )
 
 // TestRetransmittedSYNACKTimestamp pins patch 0009: a retransmitted SYN-ACK
@@ -19,7 +16,7 @@ import (
 // Seen on the wire as a lost FIN resent only 5.8 s later, the connection in
 // LAST-ACK meanwhile.
 func TestRetransmittedSYNACKTimestamp(t *testing.T) {
-	p, accepted := listenTS(t)
+	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	p.sendSYNWithTS(peerTS)
 
 	// The first SYN-ACK is lost; the handshake timer resends it (1 s).
@@ -39,8 +36,7 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 	// rounds to 0 ms and is not taken, not the 3 s that SRTT + 4 RTTVAR
 	// gives for a sample of one backoff (1 s).
 	p.sendTS(header.TCPFlagAck, peerISS+1, again.seq+1, peerTS+1, again.tsVal)
-	c := <-accepted
-	t.Cleanup(func() { c.Close() })
+	c := accept()
 	if _, err := c.Write(make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -64,17 +60,9 @@ type tsSegment struct {
 // nextTS returns the stack's next segment with its TSval (0 without one).
 func (p *peer) nextTS(timeout time.Duration) tsSegment {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	pkt := p.ch.ReadContext(ctx)
-	if pkt == nil {
-		p.t.Fatalf("no segment from the stack within %v", timeout)
-	}
-	defer pkt.DecRef()
-	b := pkt.ToView().AsSlice()
-	f, ok := parseInbound(b, len(b))
+	f, b, ok := p.nextPacket(timeout)
 	if !ok {
-		p.t.Fatalf("the stack sent a packet that is not TCP: %x", b)
+		p.t.Fatalf("no segment from the stack within %v", timeout)
 	}
 	tcp := header.TCP(b[header.IPv4(b).HeaderLength():])
 	s := tsSegment{tcpFields: f}
@@ -103,7 +91,7 @@ func (p *peer) sendTS(flags header.TCPFlags, seq, ack, tsVal, tsEcr uint32) {
 // which the peer in SYN-SENT drops: the handshake then waited for our own
 // SYN-ACK backoff (1 s, 2 s, 4 s) while the peer's SYNs went unanswered.
 func TestRetransmittedSYNGetsSYNACK(t *testing.T) {
-	p, accepted := listenTS(t)
+	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	p.sendSYNWithTS(peerTS)
 	first := p.nextTS(time.Second)
 	if first.flags != header.TCPFlagSyn|header.TCPFlagAck {
@@ -121,40 +109,11 @@ func TestRetransmittedSYNGetsSYNACK(t *testing.T) {
 	}
 
 	p.sendTS(header.TCPFlagAck, peerISS+1, again.seq+1, peerTS+1001, again.tsVal)
-	select {
-	case c := <-accepted:
-		c.Close()
-	case <-time.After(time.Second):
-		t.Fatal("the handshake completed with the second SYN-ACK was not accepted")
-	}
+	accept() // the handshake completed with the second SYN-ACK
 }
 
 // peerTS is the hand-played peer's first TSval.
 const peerTS = 5000
-
-// listenTS is a stack listening on port 7 and a peer for it; the channel
-// yields the accepted connection.
-func listenTS(t *testing.T) (*peer, chan *Conn) {
-	t.Helper()
-	ch := channel.New(64, 1500, "")
-	st, err := New(ch, Config{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2")}, MSL: time.Second, FinWait2: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	ln, err := st.Listen(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepted := make(chan *Conn, 1)
-	go func() {
-		if c, err := ln.AcceptConn(); err == nil {
-			accepted <- c
-		}
-	}()
-	return &peer{t: t, ch: ch, st: st}, accepted
-}
 
 // sendSYNWithTS sends the peer's SYN with the MSS and timestamp options.
 func (p *peer) sendSYNWithTS(tsVal uint32) {

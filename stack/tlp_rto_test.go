@@ -1,14 +1,12 @@
 package stack
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -96,26 +94,7 @@ func seqOf(v uint32) seqnum.Value { return seqnum.Value(v) }
 // Linux's does: tail loss probes (RFC 8985) need it.
 func connectSACK(t *testing.T) *peer {
 	t.Helper()
-	ch := channel.New(64, 1500, "")
-	st, err := New(ch, Config{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2")}, MSL: time.Second, FinWait2: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	ln, err := st.Listen(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	p := &peer{t: t, ch: ch, st: st}
-	accepted := make(chan *Conn, 1)
-	go func() {
-		c, err := ln.AcceptConn()
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
-	}()
+	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	p.sendSYNWithSACK()
 	synAck := p.next(time.Second)
 	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
@@ -128,8 +107,7 @@ func connectSACK(t *testing.T) *peer {
 	// at once, has time to answer before it.
 	time.Sleep(handshakeRTT)
 	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
-	p.conn = <-accepted
-	t.Cleanup(func() { p.conn.Close() })
+	p.conn = accept()
 	return p
 }
 

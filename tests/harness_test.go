@@ -309,16 +309,38 @@ func (td *Tund) RSS() (int64, error) {
 // Logs returns what tund logged so far.
 func (td *Tund) Logs() string { return td.logs.String() }
 
+// AwaitLog waits for a line of tund's log that contains s.
+func (td *Tund) AwaitLog(s string, timeout time.Duration) {
+	td.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		logs, more := td.logs.watch()
+		if strings.Contains(logs, s) {
+			return
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			td.t.Fatalf("tund did not log %q within %v:\n%s", s, timeout, logs)
+		}
+	}
+}
+
 // syncBuffer collects log lines from one goroutine for others to read.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu      sync.Mutex
+	b       strings.Builder
+	written chan struct{} // closed at the next line
 }
 
 func (s *syncBuffer) WriteLine(line string) {
 	s.mu.Lock()
 	s.b.WriteString(line)
 	s.b.WriteByte('\n')
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	s.mu.Unlock()
 }
 
@@ -326,4 +348,15 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// watch returns what was written so far and a channel closed when the
+// next line is.
+func (s *syncBuffer) watch() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.written == nil {
+		s.written = make(chan struct{})
+	}
+	return s.b.String(), s.written
 }

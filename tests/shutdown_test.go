@@ -152,7 +152,7 @@ func TestDrainCarriesSplices(t *testing.T) {
 
 	stopped := make(chan struct{})
 	go func() { td.Stop(); close(stopped) }()
-	awaitLog(t, td, "stopping: no new connections", 5*time.Second)
+	td.AwaitLog("stopping: no new connections", 5*time.Second)
 	close(stopping)
 
 	for i, cl := range clients {
@@ -172,20 +172,5 @@ func TestDrainCarriesSplices(t *testing.T) {
 	}
 	if logs := td.Logs(); strings.Contains(logs, "drain time over") {
 		t.Errorf("tund reset connections at the end of the drain:\n%s", logs)
-	}
-}
-
-// awaitLog waits for a line of tund's log that contains s.
-func awaitLog(t *testing.T, td *Tund, s string, timeout time.Duration) {
-	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(timeout)
-	for !strings.Contains(td.Logs(), s) {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("tund did not log %q within %v:\n%s", s, timeout, td.Logs())
-		}
 	}
 }
