@@ -49,6 +49,15 @@ func connect(t *testing.T, window time.Duration) *peer {
 func connectConfig(t *testing.T, c Config) *peer {
 	t.Helper()
 	p, accept := listenPeer(t, c)
+	p.handshake(accept)
+	return p
+}
+
+// handshake completes a handshake from the hand-played peer and sets
+// p.conn to the connection accepted.
+func (p *peer) handshake(accept func() *Conn) {
+	t := p.t
+	t.Helper()
 	p.send(header.TCPFlagSyn, peerISS, 0)
 	synAck := p.next(time.Second)
 	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
@@ -57,7 +66,6 @@ func connectConfig(t *testing.T, c Config) *peer {
 	p.iss = synAck.seq
 	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
 	p.conn = accept()
-	return p
 }
 
 // listenPeer builds a stack from c (its Addrs are set here) listening on

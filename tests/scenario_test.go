@@ -201,7 +201,7 @@ func TestScenarios(t *testing.T) {
 			kernel: []string{"FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"LAST-ACK|CLOSE-WAIT", ""},
 			kind: stack.KindFourWay, initiator: stack.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) {
-				// Window updates repeat tund's ACK of the client's FIN.
+				// squeeze: a retransmitted ACK of the FIN is still one event.
 				c := oneConversation(t, caps[0])
 				if ev := squeeze(eventNames(c)); strings.Join(ev, ", ") != "K FIN, T ACK, T FIN/ACK, K ACK" {
 					t.Errorf("the close on the wire is %q, want K FIN, T ACK, T FIN/ACK, K ACK:%s", ev, c)

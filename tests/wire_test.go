@@ -29,6 +29,7 @@ type Segment struct {
 	Src, Dst netip.AddrPort
 	Flags    uint8
 	Seq, Ack uint32
+	Win      uint16 // as sent, before the window scale
 	Len      int
 }
 
@@ -54,7 +55,7 @@ func (s Segment) flagLetters() string {
 // String prints the segment much as tcpdump does ("." for ACK).
 func (s Segment) String() string {
 	flags := strings.ReplaceAll(s.flagLetters(), "A", ".")
-	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, flags, s.Seq, s.Ack, s.Len)
+	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d win %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, flags, s.Seq, s.Ack, s.Win, s.Len)
 }
 
 // Capture is a tcpdump running on a device of a namespace.
@@ -213,6 +214,7 @@ func parseSegment(pkt []byte, wireLen int) (Segment, bool) {
 	s.Seq = binary.BigEndian.Uint32(l4[4:])
 	s.Ack = binary.BigEndian.Uint32(l4[8:])
 	s.Flags = l4[13]
+	s.Win = binary.BigEndian.Uint16(l4[14:])
 	s.Len = ipPayload - int(l4[12]>>4)*4
 	return s, true
 }

@@ -206,6 +206,14 @@ func (r *receiver) getSendParams() (RcvNxt seqnum.Value, rcvWnd seqnum.Size) {
 // resume sending data.
 // +checklocks:r.ep.mu
 func (r *receiver) nonZeroWindow() {
+	// tund patch 0012: once the peer's FIN is in, no more data can come, so
+	// a larger window tells the peer nothing; as in Linux (tcp_cleanup_rbuf
+	// sends no window update after RCV_SHUTDOWN), send none. Such an ACK,
+	// sent after the ACK of the peer's FIN, reaches a peer that has already
+	// gone from LAST-ACK to CLOSED and draws its RST.
+	if r.closed {
+		return
+	}
 	// Immediately send an ack.
 	r.ep.snd.sendAck()
 }
