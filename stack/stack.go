@@ -120,6 +120,10 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 || c.DelayedACK < 0 {
 		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v), connection limit (%d) or delayed ACK (%v)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns, c.DelayedACK)
 	}
+	// Nearest the device, so that its processing runs after every other
+	// endpoint's delivery has returned.
+	inline := newInlineEndpoint(link)
+	link = inline
 	if c.Pcap != nil {
 		var err error
 		if link, err = withPcap(link, c.Pcap); err != nil {
@@ -180,6 +184,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		}
 	}
 	merge.stack = s
+	if p, ok := s.TransportProtocolInstance(tcp.ProtocolNumber).(interface{ ProcessInline() }); ok {
+		inline.tcp = p
+	}
 	if tr != nil {
 		tr.stack = s
 	}

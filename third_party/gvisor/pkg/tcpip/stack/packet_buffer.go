@@ -169,6 +169,13 @@ type PacketBuffer struct {
 	// NetworkPacketInfo holds an incoming packet's network-layer information.
 	NetworkPacketInfo NetworkPacketInfo
 
+	// ProcessInline, set by the link endpoint on an inbound packet, promises
+	// that the goroutine delivering it calls the TCP protocol's
+	// ProcessInline once DeliverNetworkPacket returns, so that TCP may leave
+	// the segment's processing to that goroutine instead of waking one of
+	// its processors (tund patch 0013). Clones do not inherit it.
+	ProcessInline bool
+
 	// Mark is the mark value of this packet.
 	Mark uint32
 

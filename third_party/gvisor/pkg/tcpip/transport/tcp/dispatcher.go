@@ -350,30 +350,7 @@ func (p *processor) start(wg *sync.WaitGroup) {
 				if ep == nil {
 					break
 				}
-				if ep.segmentQueue.empty() {
-					continue
-				}
-				switch state := ep.EndpointState(); {
-				case state.connecting():
-					handleConnecting(ep)
-				case state.connected() && state != StateTimeWait:
-					handleConnected(ep)
-				case state == StateTimeWait:
-					handleTimeWait(ep)
-				case state == StateListen:
-					handleListen(ep)
-				case state == StateError || state == StateClose:
-					// Try to redeliver any still queued
-					// packets to another endpoint or send a
-					// RST if it can't be delivered.
-					ep.mu.Lock()
-					if st := ep.EndpointState(); st == StateError || st == StateClose {
-						ep.drainClosingSegmentQueue()
-					}
-					ep.mu.Unlock()
-				default:
-					panic(fmt.Sprintf("unexpected tcp state in processor: %v", state))
-				}
+				handleQueued(ep)
 				// If there are more segments to process and the
 				// endpoint lock is not held by user then
 				// requeue this endpoint for processing.
@@ -381,6 +358,52 @@ func (p *processor) start(wg *sync.WaitGroup) {
 					p.epQ.enqueue(ep)
 				}
 			}
+		}
+	}
+}
+
+// handleQueued processes the segments queued on ep, which was taken from a
+// processor's queue or the inline queue (tund patch 0013 moved it here
+// from processor.start).
+func handleQueued(ep *Endpoint) {
+	if ep.segmentQueue.empty() {
+		return
+	}
+	switch state := ep.EndpointState(); {
+	case state.connecting():
+		handleConnecting(ep)
+	case state.connected() && state != StateTimeWait:
+		handleConnected(ep)
+	case state == StateTimeWait:
+		handleTimeWait(ep)
+	case state == StateListen:
+		handleListen(ep)
+	case state == StateError || state == StateClose:
+		// Try to redeliver any still queued
+		// packets to another endpoint or send a
+		// RST if it can't be delivered.
+		ep.mu.Lock()
+		if st := ep.EndpointState(); st == StateError || st == StateClose {
+			ep.drainClosingSegmentQueue()
+		}
+		ep.mu.Unlock()
+	default:
+		panic(fmt.Sprintf("unexpected tcp state in processor: %v", state))
+	}
+}
+
+// processInline processes the endpoints on the inline queue (tund patch
+// 0013). One that still has segments afterwards, because another goroutine
+// held its lock, goes to its processor as before.
+func (d *dispatcher) processInline() {
+	for {
+		ep := d.inlineQ.dequeue()
+		if ep == nil {
+			return
+		}
+		handleQueued(ep)
+		if !ep.segmentQueue.empty() && !ep.isOwnedByUser() {
+			d.selectProcessor(ep.ID).queueEndpoint(ep)
 		}
 	}
 }
@@ -414,6 +437,14 @@ type dispatcher struct {
 	paused bool
 	// +checklocks:mu
 	closed bool
+
+	// inlineQ is tund patch 0013: an endpoint with new segments from a
+	// packet marked ProcessInline goes there, and the goroutine that
+	// delivered the packet drains it (processInline), instead of waking a
+	// processor. That saves a goroutine wake-up per segment, much of the
+	// cost of a small request, and handles the segment while its packet is
+	// in cache.
+	inlineQ epQueue `state:"nosave"`
 }
 
 // init initializes a dispatcher and starts the main loop for all the processors
@@ -519,6 +550,10 @@ func (d *dispatcher) queuePacket(stackEP stack.TransportEndpoint, id stack.Trans
 	// goroutine as endpoint.UnlockUser will wake up the processor if the
 	// segment queue is not empty.
 	if !ep.isOwnedByUser() {
+		if pkt.ProcessInline {
+			d.inlineQ.enqueue(ep)
+			return
+		}
 		d.selectProcessor(id).queueEndpoint(ep)
 	}
 }
