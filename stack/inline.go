@@ -1,28 +1,45 @@
 package stack
 
 import (
+	"sync/atomic"
+
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // inlineEndpoint, the link endpoint nearest the device, has TCP process
-// each inbound segment on the goroutine that read its packet (gVisor patch
-// 0013) instead of handing it to one of gVisor's processor goroutines.
+// inbound segments on the goroutine that read their packets (gVisor patch
+// 0013), a burst at a time, instead of handing each to one of gVisor's
+// processor goroutines.
 //
 // The hand-off costs a goroutine wake-up per segment: for a small request
-// that is a good part of its cost, and with two cores the processors and
-// the reader fight for them. Processing inline leaves one wake-up on the
-// way in, the reader waking the application's goroutine. Because the
-// processing runs here, after the whole chain of link endpoints and the
-// stack's demultiplexer have returned (closing or accepting a connection
-// takes the demultiplexer's lock, which a delivery holds), no lock is held
-// while it runs.
+// that is a good part of its cost, and on two cores the processors and the
+// reader fight for them. Processing at the end of a burst, when the device
+// has no packet left queued (tun.BatchDispatcher), rather than after each
+// packet, keeps what the processors gave: the segments of one connection
+// in a burst are handled together and acknowledged with one ACK. It runs
+// after every endpoint's delivery and the stack's demultiplexer have
+// returned, so no lock is held (closing or accepting a connection takes
+// the demultiplexer's lock, which a delivery holds).
+//
+// A device that never ends a burst (gVisor's fdbased endpoint, the
+// channel endpoint of unit tests) keeps gVisor's processors.
 type inlineEndpoint struct {
 	nested.Endpoint
-	// tcp drains what the delivery queued; nil until the stack exists.
+	// tcp drains what the bursts queued; set before the device is attached.
 	tcp interface{ ProcessInline() }
+	// bursts is set once the device has ended a burst: it ends every one,
+	// so its packets may leave their processing to EndBurst.
+	bursts atomic.Bool
+	// inBurst counts the packets delivered since the last burst ended.
+	inBurst atomic.Int32
 }
+
+// maxInlineBurst is how many packets of a burst are processed inline; the
+// rest go to gVisor's processors. A long burst is bulk data, where the
+// processors, which run beside the reader on other cores, move more.
+const maxInlineBurst = 8
 
 func newInlineEndpoint(child stack.LinkEndpoint) *inlineEndpoint {
 	e := &inlineEndpoint{}
@@ -30,14 +47,22 @@ func newInlineEndpoint(child stack.LinkEndpoint) *inlineEndpoint {
 	return e
 }
 
-// DeliverNetworkPacket delivers pkt and then processes the TCP segment it
-// carried, if any.
+// DeliverNetworkPacket delivers pkt, its TCP segment to be processed at
+// the end of the burst.
 func (e *inlineEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	pkt.ProcessInline = e.bursts.Load() && e.inBurst.Add(1) <= maxInlineBurst
+	e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+}
+
+// EndBurst processes the TCP segments of the burst that the device has
+// just delivered (tun.BatchDispatcher).
+func (e *inlineEndpoint) EndBurst() {
 	if e.tcp == nil {
-		e.Endpoint.DeliverNetworkPacket(protocol, pkt)
 		return
 	}
-	pkt.ProcessInline = true
-	e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+	if !e.bursts.Load() {
+		e.bursts.Store(true)
+	}
+	e.inBurst.Store(0)
 	e.tcp.ProcessInline()
 }

@@ -104,6 +104,7 @@ type Stack struct {
 	// goes to tw.
 	listening *portSet
 	tracer    *tracer // nil when tracing is off
+	inline    *inlineEndpoint
 	closes    *closeLog
 
 	maxConns int
@@ -120,8 +121,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 || c.DelayedACK < 0 {
 		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v), connection limit (%d) or delayed ACK (%v)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns, c.DelayedACK)
 	}
-	// Nearest the device, so that its processing runs after every other
-	// endpoint's delivery has returned.
+	// Nearest the device, which it tells where bursts end.
 	inline := newInlineEndpoint(link)
 	link = inline
 	if c.Pcap != nil {
@@ -212,7 +212,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tw: tw, listening: listening, tracer: tr, closes: closes, maxConns: c.MaxConns}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tw: tw, listening: listening, tracer: tr, inline: inline, closes: closes, maxConns: c.MaxConns}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {

@@ -93,3 +93,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// BatchDispatcher is a stack.NetworkDispatcher told where the bursts of
+// packets read from the device end: the reader calls EndBurst after the
+// last packet it found queued (or after a bounded number), on the
+// goroutine that delivered them. A dispatcher can defer work to it, such as
+// processing the burst's TCP segments together (stack.Stack does), which
+// acknowledges several segments of a connection with one ACK.
+type BatchDispatcher interface {
+	EndBurst()
+}

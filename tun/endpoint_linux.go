@@ -190,16 +190,32 @@ func (e *offloadEndpoint) Attach(d stack.NetworkDispatcher) {
 	}
 }
 
+// maxBurst bounds how many packets a reader delivers before it ends a
+// burst (BatchDispatcher) even though more are queued, so that the first
+// of a long run is not held back for long.
+const maxBurst = 64
+
 // readLoop reads packets from one queue until the endpoint is detached or
-// the descriptor fails (closed under it).
+// the descriptor fails (closed under it). A burst ends when the queue is
+// empty or after maxBurst packets.
 func (e *offloadEndpoint) readLoop(fd int, d stack.NetworkDispatcher) {
 	buf := make([]byte, maxVnetPacket)
+	b, _ := d.(BatchDispatcher)
+	burst := 0
 	for !e.stopped.Load() {
 		n, err := unix.Read(fd, buf)
 		switch err {
 		case nil:
 			e.deliver(d, buf[:n])
+			if burst++; b != nil && burst == maxBurst {
+				b.EndBurst()
+				burst = 0
+			}
 		case unix.EAGAIN:
+			if b != nil && burst > 0 {
+				b.EndBurst()
+				burst = 0
+			}
 			stopped, errno := rawfile.BlockingPollUntilStopped(e.stop.EFD, fd, unix.POLLIN)
 			if stopped || (errno != 0 && errno != unix.EINTR) {
 				return
