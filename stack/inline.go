@@ -23,8 +23,10 @@ import (
 // returned, so no lock is held (closing or accepting a connection takes
 // the demultiplexer's lock, which a delivery holds).
 //
-// A device that never ends a burst (gVisor's fdbased endpoint, the
-// channel endpoint of unit tests) keeps gVisor's processors.
+// A listener's segments stay with the processors (patch 0013), so that a
+// SYN flood does not slow the connections' own; so do a burst's packets
+// past maxInlineBurst, and those of a device that never ends a burst
+// (gVisor's fdbased endpoint, the channel endpoint of unit tests).
 type inlineEndpoint struct {
 	nested.Endpoint
 	// tcp drains what the bursts queued; set before the device is attached.

@@ -550,7 +550,10 @@ func (d *dispatcher) queuePacket(stackEP stack.TransportEndpoint, id stack.Trans
 	// goroutine as endpoint.UnlockUser will wake up the processor if the
 	// segment queue is not empty.
 	if !ep.isOwnedByUser() {
-		if pkt.ProcessInline {
+		// A listener stays with its processor: a SYN flood then costs
+		// the processors, not the goroutine that delivers every
+		// connection's segments.
+		if pkt.ProcessInline && ep.EndpointState() != StateListen {
 			d.inlineQ.enqueue(ep)
 			return
 		}
