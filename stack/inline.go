@@ -23,25 +23,31 @@ import (
 // returned, so no lock is held (closing or accepting a connection takes
 // the demultiplexer's lock, which a delivery holds).
 //
-// A listener's segments stay with the processors (patch 0013), so that a
-// SYN flood does not slow the connections' own; so do a burst's packets
-// past maxInlineBurst, and those of a device that never ends a burst
-// (gVisor's fdbased endpoint, the channel endpoint of unit tests).
+// A burst longer than maxInlineBurst is bulk data: its segments go to the
+// processors, which work beside the reader on the other cores. A
+// listener's segments always do (patch 0013), so that a SYN flood does not
+// slow the connections' own, and so do all of a device that never ends a
+// burst (gVisor's fdbased endpoint, the channel endpoint of unit tests).
 type inlineEndpoint struct {
 	nested.Endpoint
-	// tcp drains what the bursts queued; set before the device is attached.
-	tcp interface{ ProcessInline() }
+	// tcp takes what the bursts queued; set before the device is attached.
+	tcp inlineTCP
 	// bursts is set once the device has ended a burst: it ends every one,
 	// so its packets may leave their processing to EndBurst.
 	bursts atomic.Bool
-	// inBurst counts the packets delivered since the last burst ended.
-	inBurst atomic.Int32
 }
 
-// maxInlineBurst is how many packets of a burst are processed inline; the
-// rest go to gVisor's processors. A long burst is bulk data, where the
-// processors, which run beside the reader on other cores, move more.
-const maxInlineBurst = 8
+// inlineTCP is what gVisor's TCP protocol offers for the segments of
+// packets marked ProcessInline (patch 0013).
+type inlineTCP interface {
+	ProcessInline() // on the calling goroutine
+	HandOffInline() // on the processor goroutines
+}
+
+// maxInlineBurst is the longest burst whose segments are processed on the
+// reader's goroutine: room for a request from each of a few dozen clients,
+// while bulk transfers fill the reader's bursts of 64 (tun's maxBurst).
+const maxInlineBurst = 32
 
 func newInlineEndpoint(child stack.LinkEndpoint) *inlineEndpoint {
 	e := &inlineEndpoint{}
@@ -49,22 +55,27 @@ func newInlineEndpoint(child stack.LinkEndpoint) *inlineEndpoint {
 	return e
 }
 
-// DeliverNetworkPacket delivers pkt, its TCP segment to be processed at
-// the end of the burst.
+// DeliverNetworkPacket delivers pkt, its TCP segment to be processed when
+// the burst ends.
 func (e *inlineEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	pkt.ProcessInline = e.bursts.Load() && e.inBurst.Add(1) <= maxInlineBurst
+	pkt.ProcessInline = e.bursts.Load()
 	e.Endpoint.DeliverNetworkPacket(protocol, pkt)
 }
 
-// EndBurst processes the TCP segments of the burst that the device has
-// just delivered (tun.BatchDispatcher).
-func (e *inlineEndpoint) EndBurst() {
+// EndBurst processes the TCP segments of the burst of packets that the
+// device has just delivered, or hands them to the processors if the burst
+// was long (tun.BatchDispatcher). With several queues, one reader's call
+// also takes what the others queued so far, which is only sooner.
+func (e *inlineEndpoint) EndBurst(packets int) {
 	if e.tcp == nil {
 		return
 	}
 	if !e.bursts.Load() {
 		e.bursts.Store(true)
 	}
-	e.inBurst.Store(0)
+	if packets > maxInlineBurst {
+		e.tcp.HandOffInline()
+		return
+	}
 	e.tcp.ProcessInline()
 }

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -15,16 +16,8 @@ import (
 // comes later, from that goroutine, and is not yet in the channel. The
 // listener's segments (the SYN here) stay with the processors.
 func TestSegmentsProcessedInline(t *testing.T) {
-	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
-	burst := p.st.inline.EndBurst // what the TUN reader calls
-	burst()                       // this device ends bursts
-	p.send(header.TCPFlagSyn, peerISS, 0)
-	burst()
-	synAck := p.next(time.Second) // from the listener's processor
-	p.iss = synAck.seq
-	p.send(header.TCPFlagAck, peerISS+1, p.iss+1) // to the new endpoint
-	burst()
-	p.conn = accept()
+	p := inlinePeer(t)
+	burst := func() { p.st.inline.EndBurst(1) } // what the TUN reader calls
 	for i := range 50 {
 		seq := uint32(peerISS + 1 + 4*i)
 		p.sendData(seq, p.iss+1, []byte("ping"))
@@ -33,6 +26,72 @@ func TestSegmentsProcessedInline(t *testing.T) {
 			t.Fatalf("segment %d: want the ACK of byte %d, got %+v", i, seq+4, f)
 		}
 	}
+}
+
+// TestLongBurstHandedOff: the segments of a burst longer than
+// maxInlineBurst go to gVisor's processors, and are processed there: the
+// peer's data is all acknowledged.
+func TestLongBurstHandedOff(t *testing.T) {
+	p := inlinePeer(t)
+	seq := uint32(peerISS + 1)
+	for range maxInlineBurst + 1 {
+		p.sendData(seq, p.iss+1, []byte("ping"))
+		seq += 4
+	}
+	p.st.inline.EndBurst(maxInlineBurst + 1)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f, ok := p.nextOrNone(time.Until(deadline))
+		if !ok {
+			t.Fatalf("the burst's data was not all acknowledged (up to byte %d)", seq)
+		}
+		if f.ack == seq {
+			return
+		}
+	}
+}
+
+// TestBurstLengthDecides: EndBurst processes a short burst on the caller's
+// goroutine and hands a long one to the processors.
+func TestBurstLengthDecides(t *testing.T) {
+	var calls []string
+	e := &inlineEndpoint{tcp: recordingTCP{&calls}}
+	for _, n := range []int{1, maxInlineBurst, maxInlineBurst + 1, 64} {
+		e.EndBurst(n)
+	}
+	want := "inline inline hand-off hand-off"
+	if got := strings.Join(calls, " "); got != want {
+		t.Errorf("bursts of 1, %d, %d, 64 packets: %s; want %s", maxInlineBurst, maxInlineBurst+1, got, want)
+	}
+	if !e.bursts.Load() {
+		t.Error("after EndBurst, packets are not marked for inline processing")
+	}
+}
+
+type recordingTCP struct{ calls *[]string }
+
+func (r recordingTCP) ProcessInline() { *r.calls = append(*r.calls, "inline") }
+func (r recordingTCP) HandOffInline() { *r.calls = append(*r.calls, "hand-off") }
+
+// inlinePeer is connect for a device that ends its bursts, one packet
+// each: the handshake's SYN goes to the listener's processor, its ACK to
+// the new connection, processed inline.
+func inlinePeer(t *testing.T) *peer {
+	t.Helper()
+	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
+	burst := func() { p.st.inline.EndBurst(1) }
+	burst() // this device ends bursts
+	p.send(header.TCPFlagSyn, peerISS, 0)
+	burst()
+	synAck := p.next(time.Second)
+	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
+		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
+	}
+	p.iss = synAck.seq
+	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
+	burst()
+	p.conn = accept()
+	return p
 }
 
 // written returns the segment the stack has already written, without

@@ -184,7 +184,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		}
 	}
 	merge.stack = s
-	if p, ok := s.TransportProtocolInstance(tcp.ProtocolNumber).(interface{ ProcessInline() }); ok {
+	if p, ok := s.TransportProtocolInstance(tcp.ProtocolNumber).(inlineTCP); ok {
 		inline.tcp = p
 	}
 	if tr != nil {

@@ -95,11 +95,12 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // BatchDispatcher is a stack.NetworkDispatcher told where the bursts of
-// packets read from the device end: the reader calls EndBurst after the
-// last packet it found queued (or after a bounded number), on the
-// goroutine that delivered them. A dispatcher can defer work to it, such as
-// processing the burst's TCP segments together (stack.Stack does), which
-// acknowledges several segments of a connection with one ACK.
+// packets read from the device end: after the last packet a reader found
+// queued (or after a bounded number), and when it stops, it calls EndBurst
+// with the burst's length, on the goroutine that delivered the packets. A
+// dispatcher can defer work to it, such as processing the burst's TCP
+// segments together (stack.Stack does), which acknowledges several
+// segments of a connection with one ACK.
 type BatchDispatcher interface {
-	EndBurst()
+	EndBurst(packets int)
 }

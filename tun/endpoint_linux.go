@@ -202,20 +202,23 @@ func (e *offloadEndpoint) readLoop(fd int, d stack.NetworkDispatcher) {
 	buf := make([]byte, maxVnetPacket)
 	b, _ := d.(BatchDispatcher)
 	burst := 0
+	endBurst := func() {
+		if b != nil && burst > 0 {
+			b.EndBurst(burst)
+		}
+		burst = 0
+	}
+	defer endBurst() // what was delivered must not wait for a next burst
 	for !e.stopped.Load() {
 		n, err := unix.Read(fd, buf)
 		switch err {
 		case nil:
 			e.deliver(d, buf[:n])
-			if burst++; b != nil && burst == maxBurst {
-				b.EndBurst()
-				burst = 0
+			if burst++; burst == maxBurst {
+				endBurst()
 			}
 		case unix.EAGAIN:
-			if b != nil && burst > 0 {
-				b.EndBurst()
-				burst = 0
-			}
+			endBurst()
 			stopped, errno := rawfile.BlockingPollUntilStopped(e.stop.EFD, fd, unix.POLLIN)
 			if stopped || (errno != 0 && errno != unix.EINTR) {
 				return

@@ -41,21 +41,24 @@ type epQueue struct {
 	list endpointList `state:"nosave"`
 }
 
-// enqueue adds e to the queue if the endpoint is not already on the queue.
+// enqueue adds e to the queue if the endpoint is not already on the queue,
+// and reports whether it did (tund patch 0013: an endpoint already on some
+// queue, a processor's or the inline one, is left to that queue's owner).
 //
 // +checklocksexclude:q.mu
 // +checklocksexclude:e.pendingProcessingMu
-func (q *epQueue) enqueue(e *Endpoint) {
+func (q *epQueue) enqueue(e *Endpoint) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	e.pendingProcessingMu.Lock()
 	defer e.pendingProcessingMu.Unlock()
 
 	if e.pendingProcessing {
-		return
+		return false
 	}
 	q.list.PushBack(e)
 	e.pendingProcessing = true
+	return true
 }
 
 // dequeue removes and returns the first element from the queue if available,
@@ -109,9 +112,13 @@ func (p *processor) close() {
 // +checklocksexclude:p.epQ.mu
 // +checklocksexclude:ep.pendingProcessingMu
 func (p *processor) queueEndpoint(ep *Endpoint) {
-	// Queue an endpoint for processing by the processor goroutine.
-	p.epQ.enqueue(ep)
-	p.newEndpointWaker.Assert()
+	// Queue an endpoint for processing by the processor goroutine. One
+	// already queued needs no wake-up (tund patch 0013): its queue's owner
+	// will process it, and an endpoint on the inline queue would otherwise
+	// wake a processor for nothing with each of its packets.
+	if p.epQ.enqueue(ep) {
+		p.newEndpointWaker.Assert()
+	}
 }
 
 // deliverAccepted delivers a passively connected endpoint to the accept queue
@@ -392,6 +399,18 @@ func handleQueued(ep *Endpoint) {
 	}
 }
 
+// handOffInline passes the endpoints on the inline queue to their
+// processors (tund patch 0013).
+func (d *dispatcher) handOffInline() {
+	for {
+		ep := d.inlineQ.dequeue()
+		if ep == nil {
+			return
+		}
+		d.selectProcessor(ep.ID).queueEndpoint(ep)
+	}
+}
+
 // processInline processes the endpoints on the inline queue (tund patch
 // 0013). One that still has segments afterwards, because another goroutine
 // held its lock, goes to its processor as before.
@@ -505,7 +524,8 @@ func (d *dispatcher) wait() {
 }
 
 // queuePacket queues an incoming packet to the matching tcp endpoint and
-// also queues the endpoint to a processor queue for processing.
+// also queues the endpoint to a processor queue for processing, or to the
+// inline queue when the packet is marked ProcessInline (tund patch 0013).
 //
 // The caller must not hold the target endpoint's segmentQueue.mu or
 // pendingProcessingMu, or the selected processor's queue mutex. checklocks

@@ -190,6 +190,14 @@ func (p *protocol) ProcessInline() {
 	p.dispatcher.processInline()
 }
 
+// HandOffInline passes the endpoints queued by packets marked
+// PacketBuffer.ProcessInline to the processor goroutines instead, for a
+// caller that finds the work better done beside it than on its own
+// goroutine (tund patch 0013).
+func (p *protocol) HandOffInline() {
+	p.dispatcher.handOffInline()
+}
+
 // HandleUnknownDestinationPacket handles packets targeted at this protocol but
 // that don't match any existing endpoint.
 //
