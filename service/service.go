@@ -43,16 +43,20 @@ func (s Spec) String() string {
 type handler func(ctx context.Context, c *conn, log *slog.Logger)
 
 // handlers are the services by name, with the port each has by default.
+// A handler that drains ends its connection itself once its ctx ends, and
+// gets no FIN from Serve (the proxy: a FIN from tund would cut off what the
+// server still sends).
 var handlers = map[string]struct {
-	port  uint16
-	serve handler
+	port   uint16
+	serve  handler
+	drains bool
 }{
-	"echo":    {7, serveEcho},
-	"discard": {9, serveDiscard},
-	"daytime": {13, serveDaytime},
-	"chargen": {19, serveChargen},
-	"http":    {80, nil}, // served by net/http, see http.go
-	"proxy":   {0, nil},  // no port of its own; see proxy.go
+	"echo":    {port: 7, serve: serveEcho},
+	"discard": {port: 9, serve: serveDiscard},
+	"daytime": {port: 13, serve: serveDaytime},
+	"chargen": {port: 19, serve: serveChargen},
+	"http":    {port: 80},     // served by net/http, see http.go
+	"proxy":   {drains: true}, // no port of its own; see proxy.go
 }
 
 // Names returns the known service names, sorted.
@@ -194,8 +198,10 @@ func parseOptions(text string, o Options) (Options, error) {
 // Then it stops accepting and ends every open connection gracefully: FIN
 // after what the service has written, and what the peer still sends is
 // read and dropped until its FIN, so that no unread data turns the close
-// into a RST. After drain it stops waiting. It returns nil once every
-// handler has returned; any other accept error is returned.
+// into a RST; a proxied pair is left drain to end by its peers' FINs
+// instead. After drain it stops waiting. It returns nil once every
+// handler has returned; any other accept error is returned, after the
+// same ending.
 func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Duration, log *slog.Logger) error {
 	log = log.With("service", spec.Name, "port", spec.Port)
 	if spec.Name == "http" {
@@ -214,17 +220,20 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Durati
 		mu    sync.Mutex
 		conns = map[*conn]struct{}{}
 	)
+	// The handlers' context ends with ctx or when accepting fails, so that
+	// a draining handler stops either way.
+	hctx, stopHandlers := context.WithCancel(ctx)
+	defer stopHandlers()
 	closeAll := func() {
 		ln.Close()
+		stopHandlers()
+		if h.drains {
+			return
+		}
 		deadline := time.Now().Add(drain)
 		mu.Lock()
 		for c := range conns {
-			// A proxied pair ends when both of its peers do: the
-			// splice drains it (forward.Policy.Drain). A FIN from
-			// tund here would cut off what the server still sends.
-			if spec.Name != "proxy" {
-				c.shutdown(deadline)
-			}
+			c.shutdown(deadline)
 		}
 		mu.Unlock()
 	}
@@ -261,7 +270,7 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Durati
 			defer wg.Done()
 			clog := log.With("peer", c.RemoteAddr().String())
 			clog.Debug("accepted")
-			h.serve(ctx, c, clog)
+			h.serve(hctx, c, clog)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()

@@ -64,8 +64,9 @@ func (e *inlineEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumb
 
 // EndBurst processes the TCP segments of the burst of packets that the
 // device has just delivered, or hands them to the processors if the burst
-// was long (tun.BatchDispatcher). With several queues, one reader's call
-// also takes what the others queued so far, which is only sooner.
+// was long (tun.BatchDispatcher). The queue is shared: with several
+// device queues, one reader's call also takes what the others queued so
+// far, processing it or handing it off by its own burst's length.
 func (e *inlineEndpoint) EndBurst(packets int) {
 	if e.tcp == nil {
 		return

@@ -13,8 +13,7 @@ import (
 // that delivered it, at the end of its burst, so the stack's answer has
 // been written to the link when EndBurst returns. Handed to a processor
 // goroutine (gVisor's way, and this test without the patch), the answer
-// comes later, from that goroutine, and is not yet in the channel. The
-// listener's segments (the SYN here) stay with the processors.
+// comes later, from that goroutine, and is not yet in the channel.
 func TestSegmentsProcessedInline(t *testing.T) {
 	p := inlinePeer(t)
 	burst := func() { p.st.inline.EndBurst(1) } // what the TUN reader calls
@@ -29,8 +28,8 @@ func TestSegmentsProcessedInline(t *testing.T) {
 }
 
 // TestLongBurstHandedOff: the segments of a burst longer than
-// maxInlineBurst go to gVisor's processors, and are processed there: the
-// peer's data is all acknowledged.
+// maxInlineBurst, handed to gVisor's processors (TestBurstLengthDecides),
+// are not lost there: the peer's data is all acknowledged.
 func TestLongBurstHandedOff(t *testing.T) {
 	p := inlinePeer(t)
 	seq := uint32(peerISS + 1)

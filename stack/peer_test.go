@@ -7,12 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // These tests play the peer by hand over a channel endpoint, segment by
@@ -111,20 +108,9 @@ func listenPeer(t *testing.T, c Config) (p *peer, accept func() *Conn) {
 	return &peer{t: t, ch: ch, st: st}, accept
 }
 
-// send injects one segment from the peer.
+// send injects one segment from the peer, without options or payload.
 func (p *peer) send(flags header.TCPFlags, seq, ack uint32) {
-	const size = header.IPv4MinimumSize + header.TCPMinimumSize
-	b := make([]byte, size)
-	ip := header.IPv4(b)
-	ip.Encode(&header.IPv4Fields{TotalLength: size, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: peerAddr, DstAddr: stackAddr})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	tcp := header.TCP(b[header.IPv4MinimumSize:])
-	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, AckNum: ack, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, peerAddr, stackAddr, header.TCPMinimumSize)
-	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
-	pkt.DecRef()
+	p.sendRaw(flags, seq, ack, nil, nil)
 }
 
 // next returns the next segment the stack sends, failing after timeout.

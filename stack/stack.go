@@ -59,8 +59,9 @@ type Config struct {
 	// DelayedACK, when not zero, lets the ACK of a small in-order segment
 	// wait up to this long to ride on the reply (gVisor patch 0011), as
 	// Linux's delayed ACK does; zero acknowledges every segment at once,
-	// gVisor's behaviour. Two full segments, out-of-order data and a FIN
-	// are still acknowledged at once.
+	// gVisor's behaviour. Two full segments, out-of-order data and
+	// anything outside ESTABLISHED (a FIN among them, whose ACK the FIN/ACK
+	// merge may still hold) are not delayed.
 	DelayedACK time.Duration
 	// MaxConns, when not zero, bounds the connections that services hold
 	// open at once: a connection accepted beyond it is reset at once and
@@ -130,8 +131,8 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 			return nil, fmt.Errorf("stack: pcap: %w", err)
 		}
 	}
-	// The tracer sits right above the device, beneath the merge: it records
-	// what the wire sees.
+	// The tracer sits just above the device (and the inline and pcap
+	// endpoints), beneath the merge: it records what the wire sees.
 	closes := newCloseLog()
 	var tr *tracer
 	if !c.NoTrace {

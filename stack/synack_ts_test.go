@@ -21,6 +21,9 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 
 	// The first SYN-ACK is lost; the handshake timer resends it (1 s).
 	first := p.nextTS(time.Second)
+	if first.flags != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("want a SYN-ACK, got %+v", first.tcpFields)
+	}
 	again := p.nextTS(3 * time.Second)
 	if again.flags != header.TCPFlagSyn|header.TCPFlagAck || again.seq != first.seq {
 		t.Fatalf("want the SYN-ACK again, got %+v", again.tcpFields)
@@ -100,7 +103,8 @@ func TestRetransmittedSYNGetsSYNACK(t *testing.T) {
 
 	// That SYN-ACK is lost; the peer sends its SYN again.
 	p.sendSYNWithTS(peerTS + 1000)
-	again := p.nextTS(time.Second)
+	// Well before the handshake timer's own retransmission (1 s).
+	again := p.nextTS(300 * time.Millisecond)
 	if again.flags != header.TCPFlagSyn|header.TCPFlagAck || again.seq != first.seq || again.ack != peerISS+1 {
 		t.Fatalf("want the SYN-ACK again in answer to the retransmitted SYN, got %+v", again.tcpFields)
 	}

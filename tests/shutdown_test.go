@@ -118,7 +118,7 @@ func TestDrainCarriesSplices(t *testing.T) {
 	cases := []pairCase{{"dial", "127.0.0.1:7000", "198.18.0.1:9000"}, {"proxy", stackV4 + ":8080", "127.0.0.1:8081"}}
 	var (
 		served  []<-chan error
-		clients []net.Conn
+		clients []*net.TCPConn
 	)
 	for _, c := range cases {
 		ln := listenIn(t, ns, c.server)
@@ -138,15 +138,15 @@ func TestDrainCarriesSplices(t *testing.T) {
 			}
 			return nil
 		}))
-		cl, err := ns.Dial("tcp", c.client)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		defer cl.Close()
+		cl := dialIn(t, ns, c.client)
 		if _, err := cl.Write([]byte("ping")); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		<-pinged
+		select {
+		case <-pinged:
+		case <-time.After(fwdTimeout):
+			t.Fatalf("%s: the server did not get the ping within %v", c.name, fwdTimeout)
+		}
 		clients = append(clients, cl)
 	}
 
@@ -156,12 +156,11 @@ func TestDrainCarriesSplices(t *testing.T) {
 	close(stopping)
 
 	for i, cl := range clients {
-		cl.SetReadDeadline(time.Now().Add(fwdTimeout))
 		got, err := io.ReadAll(cl)
 		if err != nil || !bytes.Equal(got, reply) {
 			t.Errorf("%s: the client read %d bytes, %v; want the server's %d-byte reply, sent after the SIGTERM, and EOF", cases[i].name, len(got), err, len(reply))
 		}
-		cl.(*net.TCPConn).CloseWrite()
+		cl.CloseWrite()
 		if err := <-served[i]; err != nil {
 			t.Errorf("%s server: %v", cases[i].name, err)
 		}

@@ -74,7 +74,8 @@ The proxy service carries the stack's connections on to a kernel server;
 --dial carries kernel clients out through the stack, tund as their client.
 
 Needs CAP_NET_ADMIN (root) and /dev/net/tun. SIGINT or SIGTERM stops tund:
-it ends its connections with FIN (waiting up to --drain), removes the
+it ends its connections with FIN and leaves proxied and --dial pairs to
+end by their peers' FINs (waiting up to --drain for both), removes the
 interface and exits 0.
 
 Flags:

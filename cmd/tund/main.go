@@ -152,7 +152,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 
 	<-ctx.Done()
 	deadline := time.Now().Add(o.drain)
-	log.Info("stopping: no new connections; ending the open ones with FIN", "drain", o.drain)
+	log.Info("stopping: no new connections; ending the open ones with FIN, proxied and dialed pairs by their peers' FINs", "drain", o.drain)
 	cancel()
 	wg.Wait()
 	if open := st.AwaitClosed(deadline); len(open) > 0 {

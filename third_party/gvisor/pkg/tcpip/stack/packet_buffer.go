@@ -171,9 +171,10 @@ type PacketBuffer struct {
 
 	// ProcessInline, set by the link endpoint on an inbound packet, promises
 	// that the goroutine delivering it calls the TCP protocol's
-	// ProcessInline once DeliverNetworkPacket returns, so that TCP may leave
-	// the segment's processing to that goroutine instead of waking one of
-	// its processors (tund patch 0013). Clones do not inherit it.
+	// ProcessInline or HandOffInline after DeliverNetworkPacket has
+	// returned (at the latest when its burst of packets ends), so that TCP
+	// may leave the segment's processing to it instead of waking one of its
+	// processors at once (tund patch 0013). Clones do not inherit it.
 	ProcessInline bool
 
 	// Mark is the mark value of this packet.

@@ -458,11 +458,11 @@ type dispatcher struct {
 	closed bool
 
 	// inlineQ is tund patch 0013: an endpoint with new segments from a
-	// packet marked ProcessInline goes there, and the goroutine that
-	// delivered the packet drains it (processInline), instead of waking a
-	// processor. That saves a goroutine wake-up per segment, much of the
-	// cost of a small request, and handles the segment while its packet is
-	// in cache.
+	// packet marked ProcessInline goes there instead of to a processor, and
+	// the link endpoint that marked it later either drains it on its own
+	// goroutine (processInline), which saves a goroutine wake-up per
+	// segment, much of the cost of a small request, or passes it to the
+	// processors (handOffInline).
 	inlineQ epQueue `state:"nosave"`
 }
 

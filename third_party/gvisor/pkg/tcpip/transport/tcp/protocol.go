@@ -183,9 +183,10 @@ func (p *protocol) QueuePacket(ep stack.TransportEndpoint, id stack.TransportEnd
 
 // ProcessInline processes, on the calling goroutine, the endpoints whose
 // segments came in packets marked PacketBuffer.ProcessInline. The link
-// endpoint that marks them calls it once DeliverNetworkPacket returns: it
-// cannot run inside the delivery, which holds the demuxer's lock that
-// closing or accepting a connection takes (tund patch 0013).
+// endpoint that marks them calls it (or HandOffInline) after
+// DeliverNetworkPacket has returned: it cannot run inside the delivery,
+// which holds the demuxer's lock that closing or accepting a connection
+// takes (tund patch 0013).
 func (p *protocol) ProcessInline() {
 	p.dispatcher.processInline()
 }
