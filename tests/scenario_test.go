@@ -35,7 +35,7 @@ func runScenario(t *testing.T, name string) (*scenario.Result, [][]Segment) {
 	}
 	var caps [][]Segment
 	for _, p := range res.Pcaps {
-		segs, err := readPcap(p)
+		segs, _, err := readPcap(p)
 		if err != nil {
 			t.Fatalf("reading %s: %v", p, err)
 		}

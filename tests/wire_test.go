@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -60,11 +61,17 @@ func (s Segment) String() string {
 
 // Capture is a tcpdump running on a device of a namespace.
 type Capture struct {
-	t    *testing.T
-	file string
-	cmd  interface{ Wait() error }
-	stop func()
+	t      *testing.T
+	ns     *NS
+	file   string
+	cmd    interface{ Wait() error }
+	stop   func()
+	exited <-chan struct{}
 }
+
+// markAddr is where Stop sends its marker: an address routed into tund0 that
+// tund does not own, so that tund drops the datagram unanswered.
+var markAddr = netip.AddrPortFrom(netip.MustParseAddr("198.18.0.254"), 9)
 
 // capture starts tcpdump on dev in ns with filter and returns once tcpdump
 // says it is listening, so that no segment of what follows is missed.
@@ -72,6 +79,7 @@ func capture(t *testing.T, ns *NS, dev, filter string) *Capture {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "capture.pcap")
 	ctx, cancel := context.WithCancel(context.Background())
+	filter = fmt.Sprintf("(%s) or (udp and dst host %v and dst port %d)", filter, markAddr.Addr(), markAddr.Port())
 	cmd := ns.Command(ctx, "tcpdump", "-i", dev, "--immediate-mode", "-U", "-n", "-s", "128", "-w", file, filter)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 	stderr, err := cmd.StderrPipe()
@@ -81,52 +89,98 @@ func capture(t *testing.T, ns *NS, dev, filter string) *Capture {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
 	}
-	listening, exited := make(chan struct{}), make(chan string, 1)
+	listening, exited := make(chan struct{}), make(chan struct{})
+	var lines []string
 	go func() {
+		defer close(exited)
 		sc := bufio.NewScanner(stderr)
-		var lines []string
 		for sc.Scan() {
 			lines = append(lines, sc.Text())
 			if strings.Contains(sc.Text(), "listening on") {
 				close(listening)
 			}
 		}
-		exited <- strings.Join(lines, "\n")
 	}()
 	select {
 	case <-listening:
-	case msg := <-exited:
-		t.Fatalf("tcpdump stopped before listening: %s", msg)
+	case <-exited:
+		t.Fatalf("tcpdump stopped before listening: %s", strings.Join(lines, "\n"))
 	case <-time.After(10 * time.Second):
 		cancel()
 		t.Fatal("tcpdump not listening after 10s")
 	}
-	c := &Capture{t: t, file: file, cmd: cmd, stop: cancel}
+	c := &Capture{t: t, ns: ns, file: file, cmd: cmd, stop: cancel, exited: exited}
 	t.Cleanup(func() { c.stop(); cmd.Wait() })
 	return c
 }
 
 // Stop ends the capture and returns its TCP segments.
+//
+// Every segment the test has seen the effect of has passed the kernel's tap
+// on the device, but tcpdump may not have read it yet from the capture ring:
+// stopped at once, it would lose the last few. So Stop first sends a UDP
+// datagram to markAddr through the device and waits until tcpdump has
+// written it, which it does only after all that the ring held before it.
+// A capture whose tcpdump has already ended (the device was removed) has
+// nothing left to read.
 func (c *Capture) Stop() []Segment {
 	c.t.Helper()
+	select {
+	case <-c.exited:
+	default:
+		if err := c.mark(); err != nil {
+			c.t.Fatalf("capture on %s: %v", c.file, err)
+		}
+	}
 	c.stop()
 	c.cmd.Wait()
-	segs, err := readPcap(c.file)
+	segs, _, err := readPcap(c.file)
 	if err != nil {
 		c.t.Fatalf("reading the capture: %v", err)
 	}
 	return segs
 }
 
+// mark sends the marker and waits for tcpdump to write it.
+func (c *Capture) mark() error {
+	conn, err := c.ns.Dial("udp", markAddr.String())
+	if err == nil {
+		_, err = conn.Write([]byte("mark"))
+		conn.Close()
+	}
+	switch {
+	case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ENODEV):
+		return nil // the device went away: tcpdump is ending by itself
+	case err != nil:
+		return fmt.Errorf("sending the marker: %w", err)
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, marked, err := readPcap(c.file); err == nil && marked {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-c.exited:
+			return nil
+		case <-deadline:
+			return errors.New("tcpdump did not write the marker within 10s")
+		}
+	}
+}
+
 // readPcap parses a classic pcap file of raw IP packets (what tcpdump writes
-// for a TUN device) and returns its TCP segments.
-func readPcap(file string) ([]Segment, error) {
+// for a TUN device) and returns its TCP segments, and whether it holds
+// Stop's marker.
+func readPcap(file string) (segs []Segment, marked bool, err error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(b) < 24 {
-		return nil, fmt.Errorf("%s: %d bytes, no pcap header", file, len(b))
+		return nil, false, fmt.Errorf("%s: %d bytes, no pcap header", file, len(b))
 	}
 	var bo binary.ByteOrder = binary.LittleEndian
 	nano := false
@@ -146,9 +200,8 @@ func readPcap(file string) ([]Segment, error) {
 	case 276: // Linux cooked v2
 		skip = 20
 	default:
-		return nil, fmt.Errorf("%s: link type %d, want raw IP", file, lt)
+		return nil, false, fmt.Errorf("%s: link type %d, want raw IP", file, lt)
 	}
-	var segs []Segment
 	for p := 24; p+16 <= len(b); {
 		sec, frac := bo.Uint32(b[p:]), bo.Uint32(b[p+4:])
 		incl := int(bo.Uint32(b[p+8:]))
@@ -169,9 +222,24 @@ func readPcap(file string) ([]Segment, error) {
 		if s, ok := parseSegment(pkt[skip:], orig-skip); ok {
 			s.T = time.Unix(int64(sec), ns)
 			segs = append(segs, s)
+		} else if isMarker(pkt[skip:]) {
+			marked = true
 		}
 	}
-	return segs, nil
+	return segs, marked, nil
+}
+
+// isMarker reports an IPv4 UDP datagram to markAddr.
+func isMarker(pkt []byte) bool {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 17 {
+		return false
+	}
+	ihl := int(pkt[0]&0xf) * 4
+	if len(pkt) < ihl+4 {
+		return false
+	}
+	dst, _ := netip.AddrFromSlice(pkt[16:20])
+	return netip.AddrPortFrom(dst, binary.BigEndian.Uint16(pkt[ihl+2:])) == markAddr
 }
 
 // parseSegment reads a TCP segment from an IP packet whose first bytes are
