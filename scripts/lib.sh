@@ -45,3 +45,9 @@ need_go() {
 
 # repo is the root of the checkout.
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# wait_ready log pid waits, at most 15 s, for tund's "ready" line in log,
+# and dies with the log if tund exits or stays silent first.
+wait_ready() {
+	timeout 15 grep -q -m1 'msg=ready' <(tail -n +1 -F "$1" --pid "$2" 2>/dev/null) || die "tund did not start: $(cat "$1")"
+}
