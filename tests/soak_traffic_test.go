@@ -137,18 +137,24 @@ func addPortLoss(ns *NS, dev string, p float64, ports ...int) error {
 // runIn runs a command in ns with stdin, bounded by soakOpTimeout, and
 // returns its stdout.
 func runIn(ns *NS, stdin []byte, name string, args ...string) ([]byte, error) {
+	stdout, _, err := runIn2(ns, stdin, name, args...)
+	return stdout, err
+}
+
+// runIn2 is runIn that also returns the command's stderr.
+func runIn2(ns *NS, stdin []byte, name string, args ...string) (stdout, stderr []byte, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
 	defer cancel()
 	cmd := ns.Command(ctx, name, args...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(stderr.String()))
+		return out.Bytes(), errOut.Bytes(), fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(errOut.String()))
 	}
-	return stdout.Bytes(), nil
+	return out.Bytes(), errOut.Bytes(), nil
 }
 
 // curlMany fetches base/bytes/size n times in one curl, each on a new
@@ -156,21 +162,24 @@ func runIn(ns *NS, stdin []byte, name string, args ...string) ([]byte, error) {
 // and size.
 func curlMany(ns *NS, base string, n, size int) (int64, error) {
 	args := []string{"-sS", "--max-time", fmt.Sprint(int(soakOpTimeout.Seconds())), "-H", "Connection: close",
-		"-w", "%{http_code} %{size_download}\n"}
+		"-w", "%{http_code} %{size_download} %{exitcode} %{local_port}\n"}
 	for range n {
 		args = append(args, "-o", "/dev/null", fmt.Sprintf("%s/bytes/%d", base, size))
 	}
-	out, err := runIn(ns, nil, "curl", args...)
+	out, stderr, err := runIn2(ns, nil, "curl", args...)
 	if err != nil {
 		return 0, err
 	}
 	lines := strings.Fields(strings.ReplaceAll(string(out), "\n", " "))
-	if len(lines) != 2*n {
+	if len(lines) != 4*n {
 		return 0, fmt.Errorf("curl: %q, want %d results", out, n)
 	}
-	for i := 0; i < len(lines); i += 2 {
+	for i := 0; i < len(lines); i += 4 {
 		if lines[i] != "200" || lines[i+1] != strconv.Itoa(size) {
-			return 0, fmt.Errorf("curl %s/bytes/%d: status %s, %s bytes", base, size, lines[i], lines[i+1])
+			// curl goes on to the next URL after a failed one: what failed
+			// is in its exit code for that transfer and on stderr.
+			return 0, fmt.Errorf("curl %s/bytes/%d from port %s: status %s, %s bytes, curl error %s: %s",
+				base, size, lines[i+3], lines[i], lines[i+1], lines[i+2], strings.TrimSpace(string(stderr)))
 		}
 	}
 	return int64(n * size), nil

@@ -141,32 +141,43 @@ func (c *Capture) Stop() []Segment {
 	return segs
 }
 
-// mark sends the marker and waits for tcpdump to write it.
+// mark sends the marker and waits for tcpdump to write it. It sends again
+// every 50 ms: a test's own loss (an iptables DROP on the device) may take
+// any one copy, and the write then fails with EPERM.
 func (c *Capture) mark() error {
 	conn, err := c.ns.Dial("udp", markAddr.String())
-	if err == nil {
-		_, err = conn.Write([]byte("mark"))
-		conn.Close()
-	}
-	switch {
-	case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ENODEV):
+	if errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ENODEV) {
 		return nil // the device went away: tcpdump is ending by itself
-	case err != nil:
+	}
+	if err != nil {
 		return fmt.Errorf("sending the marker: %w", err)
 	}
+	defer conn.Close()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	var sent time.Time
 	for {
+		if time.Since(sent) >= 50*time.Millisecond {
+			sent = time.Now()
+			_, err := conn.Write([]byte("mark"))
+			switch {
+			case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ENODEV):
+				return nil
+			case err != nil && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.ENOBUFS):
+				return fmt.Errorf("sending the marker: %w", err)
+			}
+		}
 		if _, marked, err := readPcap(c.file); err == nil && marked {
 			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("tcpdump did not write the marker within 10s")
 		}
 		select {
 		case <-tick.C:
 		case <-c.exited:
 			return nil
-		case <-deadline:
-			return errors.New("tcpdump did not write the marker within 10s")
 		}
 	}
 }
