@@ -73,7 +73,7 @@ func newCollector(st *stack.Stack) *collector {
 	// they refused, and what the stack dropped before TCP processed it (a
 	// full segment queue, see gVisor patch 0006).
 	add("tund_tcp_listen_overflow_syn_cookies_received_total", "Valid SYN cookies received: connections a full listen queue still accepted.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynCookieRcvd.Value() })
-	add("tund_tcp_listen_overflow_invalid_syn_cookies_received_total", "ACKs to a listener in overflow whose SYN cookie did not verify.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowInvalidSynCookieRcvd.Value() })
+	add("tund_tcp_listen_overflow_invalid_syn_cookies_received_total", "ACKs that reached a listener with no connection of theirs and did not verify as a SYN cookie: forged or stale cookies, and also stray ACKs of connections already gone (gVisor checks every such ACK as a cookie; the name is its counter's).", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowInvalidSynCookieRcvd.Value() })
 	add("tund_tcp_listen_overflow_ack_drop_total", "Handshake ACKs dropped because the accept queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowAckDrop.Value() })
 	add("tund_dropped_packets_total", "Packets the stack dropped at any layer: full segment queues, no endpoint, bad headers.", func(*tcpip.TCPStats) uint64 { return st.GVisor().Stats().DroppedPackets.Value() })
 	return c
