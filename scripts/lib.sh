@@ -51,3 +51,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 wait_ready() {
 	timeout 15 grep -q -m1 'msg=ready' <(tail -n +1 -F "$1" --pid "$2" 2>/dev/null) || die "tund did not start: $(cat "$1")"
 }
+
+# busy_ticks prints the machine's busy time since boot in clock ticks
+# (/proc/stat's "cpu" line, all fields but idle and iowait, as
+# scripts/benchclient counts it); pid_ticks PID the process's utime+stime.
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+pid_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

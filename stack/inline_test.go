@@ -78,18 +78,10 @@ func (r recordingTCP) HandOffInline() { *r.calls = append(*r.calls, "hand-off") 
 func inlinePeer(t *testing.T) *peer {
 	t.Helper()
 	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
-	burst := func() { p.st.inline.EndBurst(1) }
-	burst() // this device ends bursts
-	p.send(header.TCPFlagSyn, peerISS, 0)
-	burst()
-	synAck := p.next(time.Second)
-	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
-		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
-	}
-	p.iss = synAck.seq
-	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
-	burst()
-	p.conn = accept()
+	p.injected = func() { p.st.inline.EndBurst(1) }
+	p.injected() // this device ends bursts
+	p.handshake(accept, nil, 0)
+	p.injected = nil // the tests end their bursts themselves
 	return p
 }
 
@@ -101,11 +93,6 @@ func (p *peer) written(t *testing.T, what string) tcpFields {
 	if pkt == nil {
 		t.Fatalf("nothing written for %s when its burst ended: processed on another goroutine", what)
 	}
-	defer pkt.DecRef()
-	b := pkt.ToView().AsSlice()
-	f, ok := parseInbound(b, len(b))
-	if !ok {
-		t.Fatalf("the stack wrote a packet that is not TCP: %x", b)
-	}
+	f, _ := p.parse(pkt)
 	return f
 }

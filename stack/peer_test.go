@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // These tests play the peer by hand over a channel endpoint, segment by
@@ -32,6 +33,9 @@ type peer struct {
 	st   *Stack
 	conn *Conn
 	iss  uint32 // the stack's initial sequence number
+	// injected, when set, runs after each segment the peer injects, as a
+	// device's end of burst does (inlinePeer).
+	injected func()
 }
 
 // connect builds a stack with the given merge window, listens on port 7 and
@@ -46,21 +50,27 @@ func connect(t *testing.T, window time.Duration) *peer {
 func connectConfig(t *testing.T, c Config) *peer {
 	t.Helper()
 	p, accept := listenPeer(t, c)
-	p.handshake(accept)
+	p.handshake(accept, nil, 0)
 	return p
 }
 
 // handshake completes a handshake from the hand-played peer and sets
-// p.conn to the connection accepted.
-func (p *peer) handshake(accept func() *Conn) {
+// p.conn to the connection accepted. syn sends the peer's SYN (nil: one
+// without options), and the peer waits rtt between the SYN-ACK and its
+// ACK.
+func (p *peer) handshake(accept func() *Conn, syn func(), rtt time.Duration) {
 	t := p.t
 	t.Helper()
-	p.send(header.TCPFlagSyn, peerISS, 0)
+	if syn == nil {
+		syn = func() { p.send(header.TCPFlagSyn, peerISS, 0) }
+	}
+	syn()
 	synAck := p.next(time.Second)
 	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
 		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
 	}
 	p.iss = synAck.seq
+	time.Sleep(rtt) // the path's round trip, part of the scenario
 	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
 	p.conn = accept()
 }
@@ -137,13 +147,20 @@ func (p *peer) nextPacket(timeout time.Duration) (tcpFields, []byte, bool) {
 	if pkt == nil {
 		return tcpFields{}, nil, false
 	}
+	f, b := p.parse(pkt)
+	return f, b, true
+}
+
+// parse reads the stack's segment from pkt, seen from the peer, and
+// releases it.
+func (p *peer) parse(pkt *gstack.PacketBuffer) (tcpFields, []byte) {
 	defer pkt.DecRef()
 	b := pkt.ToView().AsSlice()
-	f, ok := parseInbound(b, len(b)) // the stack's segment, seen from the peer
+	f, ok := parseInbound(b, len(b))
 	if !ok {
 		p.t.Fatalf("the stack sent a packet that is not TCP: %x", b)
 	}
-	return f, b, true
+	return f, b
 }
 
 func (p *peer) readEOF() {

@@ -95,19 +95,11 @@ func seqOf(v uint32) seqnum.Value { return seqnum.Value(v) }
 func connectSACK(t *testing.T) *peer {
 	t.Helper()
 	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
-	p.sendSYNWithSACK()
-	synAck := p.next(time.Second)
-	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
-		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
-	}
-	p.iss = synAck.seq
 	// A path of handshakeRTT round trip: the handshake gives tund its
 	// first RTT sample (RFC 6298 §2.2), so its tail loss probe comes two
 	// of them after a flight (RFC 8985 §7.2) and the peer, which answers
 	// at once, has time to answer before it.
-	time.Sleep(handshakeRTT)
-	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
-	p.conn = accept()
+	p.handshake(accept, p.sendSYNWithSACK, handshakeRTT)
 	return p
 }
 
@@ -159,4 +151,7 @@ func (p *peer) sendRaw(flags header.TCPFlags, seq, ack uint32, opts, payload []b
 	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
 	pkt.DecRef()
+	if p.injected != nil {
+		p.injected()
+	}
 }

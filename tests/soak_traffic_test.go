@@ -135,14 +135,8 @@ func addPortLoss(ns *NS, dev string, p float64, ports ...int) error {
 }
 
 // runIn runs a command in ns with stdin, bounded by soakOpTimeout, and
-// returns its stdout.
-func runIn(ns *NS, stdin []byte, name string, args ...string) ([]byte, error) {
-	stdout, _, err := runIn2(ns, stdin, name, args...)
-	return stdout, err
-}
-
-// runIn2 is runIn that also returns the command's stderr.
-func runIn2(ns *NS, stdin []byte, name string, args ...string) (stdout, stderr []byte, err error) {
+// returns its stdout and stderr.
+func runIn(ns *NS, stdin []byte, name string, args ...string) (stdout, stderr []byte, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), soakOpTimeout)
 	defer cancel()
 	cmd := ns.Command(ctx, name, args...)
@@ -166,7 +160,7 @@ func curlMany(ns *NS, base string, n, size int) (int64, error) {
 	for range n {
 		args = append(args, "-o", "/dev/null", fmt.Sprintf("%s/bytes/%d", base, size))
 	}
-	out, stderr, err := runIn2(ns, nil, "curl", args...)
+	out, stderr, err := runIn(ns, nil, "curl", args...)
 	if err != nil {
 		return 0, err
 	}
@@ -242,7 +236,7 @@ func soakEcho(ns *NS, port, n int) (int64, error) {
 func soakNC(ns *NS, n int) (int64, error) {
 	data := make([]byte, n)
 	crand.Read(data)
-	out, err := runIn(ns, data, "nc", "-N", stackV4, "7")
+	out, _, err := runIn(ns, data, "nc", "-N", stackV4, "7")
 	if err != nil {
 		return 0, err
 	}
@@ -264,7 +258,7 @@ func httpBytes(n int) []byte {
 
 // soakDownload fetches base/bytes/n with curl and compares the hash.
 func soakDownload(ns *NS, base string, n int) (int64, error) {
-	out, err := runIn(ns, nil, "curl", "-sS", "--fail", "--max-time", fmt.Sprint(int(soakOpTimeout.Seconds())), fmt.Sprintf("%s/bytes/%d", base, n))
+	out, _, err := runIn(ns, nil, "curl", "-sS", "--fail", "--max-time", fmt.Sprint(int(soakOpTimeout.Seconds())), fmt.Sprintf("%s/bytes/%d", base, n))
 	if err != nil {
 		return 0, err
 	}
