@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -100,13 +101,45 @@ func WriteConns(w interface{ Write([]byte) (int, error) }, conns []stack.ConnInf
 	tw.Flush()
 }
 
-// Listen opens the admin address.
-func Listen(addr string) (net.Listener, error) {
+// Listen opens the admin address. The admin server never answers on the
+// TUN device's own addresses (device): an address of the device is
+// refused, and on a wildcard address (0.0.0.0:9180, to publish the server
+// from a container) a connection made to one of them is reset as soon as
+// it is accepted. Otherwise every program that routes the device's prefix
+// (other containers, the stack's own proxied connections) could reach it
+// there.
+func Listen(addr string, device []netip.Addr) (net.Listener, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && slices.Contains(device, ap.Addr().Unmap()) {
+		return nil, fmt.Errorf("admin: %v is an address of the TUN device, where the admin server never answers: give a loopback or another interface's address", ap.Addr())
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	return ln, nil
+	return &deviceGuard{Listener: ln, device: device}, nil
+}
+
+// deviceGuard is a listener that resets the connections made to one of the
+// device's addresses.
+type deviceGuard struct {
+	net.Listener
+	device []netip.Addr
+}
+
+// Accept returns the next connection not made to a device address.
+func (g *deviceGuard) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok || !slices.Contains(g.device, tc.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()) {
+			return c, nil
+		}
+		tc.SetLinger(0) // RST: nothing was served
+		tc.Close()
+	}
 }
 
 // Serve serves h on ln until ctx ends.

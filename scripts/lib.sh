@@ -57,3 +57,34 @@ wait_ready() {
 # scripts/benchclient counts it); pid_ticks PID the process's utime+stime.
 busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 pid_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# need_docker makes sure a Docker engine answers: it installs Debian's
+# docker.io (and docker-compose) when they are missing and, when no engine
+# answers, starts dockerd and waits for it. A daemon it started is recorded
+# in docker_pid, for stop_docker; an engine that was already running is
+# left alone.
+docker_pid=""
+need_docker() {
+	need_packages dockerd:docker.io docker-compose:docker-compose
+	docker info >/dev/null 2>&1 && return 0
+	mkdir -p /run/tund
+	local log=/run/tund/dockerd.log i
+	echo "starting dockerd (log $log)" >&2
+	dockerd >"$log" 2>&1 &
+	docker_pid=$!
+	for i in $(seq 150); do
+		docker info >/dev/null 2>&1 && return 0
+		kill -0 "$docker_pid" 2>/dev/null || die "dockerd exited at start: $(tail -5 "$log")"
+		sleep 0.2
+	done
+	die "dockerd did not answer within 30 s: $(tail -5 "$log")"
+}
+
+# stop_docker stops the daemon that need_docker started, if it started one,
+# and waits for it (it stops the containerd it started itself too).
+stop_docker() {
+	[ -n "$docker_pid" ] || return 0
+	kill -TERM "$docker_pid" 2>/dev/null || true
+	timeout 30 tail --pid "$docker_pid" -f /dev/null || kill -KILL "$docker_pid" 2>/dev/null || true
+	docker_pid=""
+}

@@ -296,10 +296,13 @@ func TestDialData(t *testing.T) {
 // everything, sends its 1 MB. Every byte must arrive, and on tund0 the
 // first FIN must come before any data of the other direction, which all
 // flows after it.
-func halfClose(t *testing.T, ns *NS, clientAddr, serverAddr, wireServer string, clientFirst bool) {
+//
+// The client, the server and tund0 may each be in a namespace of its own
+// (containers); wire is the one that holds tund0.
+func halfClose(t *testing.T, client, server, wire *NS, clientAddr, serverAddr, wireServer string, clientFirst bool) {
 	first, second := randomBytes(1<<20), randomBytes(1<<20)
-	cap := capture(t, ns, "tund0", "tcp")
-	ln := listenIn(t, ns, serverAddr)
+	cap := capture(t, wire, "tund0", "tcp")
+	ln := listenIn(t, server, serverAddr)
 	var serverGot []byte
 	served := serveOne(ln, func(c *net.TCPConn) error {
 		var err error
@@ -320,7 +323,7 @@ func halfClose(t *testing.T, ns *NS, clientAddr, serverAddr, wireServer string, 
 		}
 		return nil
 	})
-	c := dialIn(t, ns, clientAddr)
+	c := dialIn(t, client, clientAddr)
 	var clientGot []byte
 	var err error
 	if clientFirst {
@@ -380,10 +383,10 @@ func TestDialHalfClose(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns, "--dial", "127.0.0.1:7000=198.18.0.1:9000")
 	t.Run("client first", func(t *testing.T) {
-		halfClose(t, ns, "127.0.0.1:7000", "198.18.0.1:9000", "198.18.0.1:9000", true)
+		halfClose(t, ns, ns, ns, "127.0.0.1:7000", "198.18.0.1:9000", "198.18.0.1:9000", true)
 	})
 	t.Run("server first", func(t *testing.T) {
-		halfClose(t, ns, "127.0.0.1:7000", "198.18.0.1:9000", "198.18.0.1:9000", false)
+		halfClose(t, ns, ns, ns, "127.0.0.1:7000", "198.18.0.1:9000", "198.18.0.1:9000", false)
 	})
 }
 
@@ -392,10 +395,10 @@ func TestProxyHalfClose(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns, "--serve", "proxy:8080=127.0.0.1:8081")
 	t.Run("client first", func(t *testing.T) {
-		halfClose(t, ns, stackV4+":8080", "127.0.0.1:8081", stackV4+":8080", true)
+		halfClose(t, ns, ns, ns, stackV4+":8080", "127.0.0.1:8081", stackV4+":8080", true)
 	})
 	t.Run("server first", func(t *testing.T) {
-		halfClose(t, ns, stackV4+":8080", "127.0.0.1:8081", stackV4+":8080", false)
+		halfClose(t, ns, ns, ns, stackV4+":8080", "127.0.0.1:8081", stackV4+":8080", false)
 	})
 }
 

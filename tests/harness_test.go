@@ -43,6 +43,7 @@ var requiredTools = map[string]string{
 	"ip": "iproute2", "curl": "curl", "nc": "netcat-openbsd", "socat": "socat",
 	"wrk": "wrk", "ab": "apache2-utils", "tcpdump": "tcpdump", "setpriv": "util-linux",
 	"unshare": "util-linux", "ping": "iputils-ping", "hping3": "hping3", "ss": "iproute2", "sysctl": "procps",
+	"docker": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap",
 }
 
 func TestMain(m *testing.M) {

@@ -39,6 +39,11 @@ func parseDials(l *listFlag, o *options) error {
 			return fmt.Errorf("--dial %s: the stack has no %s address (--addr) to dial from", r, family)
 		}
 	}
+	for _, r := range rules {
+		if r.Target.Addr().Is6() {
+			o.explicitIPv6 = append(o.explicitIPv6, "--dial "+r.String())
+		}
+	}
 	o.dials = rules
 	return nil
 }

@@ -38,6 +38,10 @@ type options struct {
 	drain     time.Duration
 	logLevel  slog.Level
 	logFormat string
+	// explicitIPv6 names the IPv6 values the user gave (such as
+	// "--addr 2001:db8::2"); tund's default IPv6 addresses are not in it,
+	// so that they alone can be left out where IPv6 is disabled.
+	explicitIPv6 []string
 }
 
 // listFlag is a repeatable flag whose first use replaces the default.
@@ -138,6 +142,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			return nil, fmt.Errorf("--tun-addr %q: want an address with a prefix length, such as 198.18.0.1/24", v)
 		}
 		o.tun.Addrs = append(o.tun.Addrs, p)
+		if tunAddrs.set && p.Addr().Is6() {
+			o.explicitIPv6 = append(o.explicitIPv6, "--tun-addr "+v)
+		}
 	}
 	for _, v := range addrs.values {
 		a, err := netip.ParseAddr(v)
@@ -159,6 +166,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			o.tun.Routes = append(o.tun.Routes, netip.PrefixFrom(a, a.BitLen()))
 		}
 		o.stack.Addrs = append(o.stack.Addrs, a)
+		if addrs.set && a.Is6() {
+			o.explicitIPv6 = append(o.explicitIPv6, "--addr "+v)
+		}
 	}
 	if o.stack.MSL < 0 {
 		return nil, errors.New("--msl must not be negative")

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -77,6 +78,9 @@ func newLogger(w io.Writer, o *options) *slog.Logger {
 // daemon brings up the device, the stack and the services, serves until ctx
 // ends, and takes everything down in reverse order.
 func daemon(ctx context.Context, o *options, log *slog.Logger) error {
+	if err := fitIPv6(o, log); err != nil {
+		return err
+	}
 	dev, err := tun.Open(o.tun)
 	if err != nil {
 		return err
@@ -89,6 +93,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	}()
 	log.Info("created the interface", "tun", dev.Name(), "index", dev.Index(), "mtu", dev.MTU(),
 		"queues", len(dev.FDs()), "offload", dev.Offload(), "kernel_addrs", fmt.Sprint(o.tun.Addrs), "routes", fmt.Sprint(o.tun.Routes))
+	logReachability(dev, o, log)
 
 	link, err := dev.LinkEndpoint()
 	if err != nil {
@@ -107,7 +112,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	adminLn, err := listenAdmin(o.admin, log)
+	adminLn, err := listenAdmin(o.admin, o.tun.Addrs, log)
 	if err != nil {
 		return err
 	}
@@ -167,11 +172,15 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 // listenAdmin opens the admin address. A failure on the default address
 // (a fresh namespace has its loopback down) is logged and tund goes on
 // without the admin server; on an address the user chose it is an error.
-func listenAdmin(addr string, log *slog.Logger) (net.Listener, error) {
+func listenAdmin(addr string, tunAddrs []netip.Prefix, log *slog.Logger) (net.Listener, error) {
 	if addr == "off" || addr == "" {
 		return nil, nil
 	}
-	ln, err := admin.Listen(addr)
+	var device []netip.Addr
+	for _, p := range tunAddrs {
+		device = append(device, p.Addr())
+	}
+	ln, err := admin.Listen(addr, device)
 	if err == nil {
 		return ln, nil
 	}
