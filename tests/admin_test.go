@@ -101,3 +101,25 @@ func TestAdmin(t *testing.T) {
 		t.Errorf("pcap file: %v", err)
 	}
 }
+
+// TestAdminWildcard: bound to 0.0.0.0 (to publish it from a container) the
+// admin server answers on loopback and resets a connection made to the TUN
+// device's own address; bound to that address, tund refuses to start.
+func TestAdminWildcard(t *testing.T) {
+	ns := newNS(t)
+	status, out := runTund(t, ns, nil, "--admin", kernV4+":9180")
+	if status != 1 || !strings.Contains(out, "is an address of the TUN device") {
+		t.Errorf("--admin %s:9180: exit %d, want 1 saying it is the device's address:\n%s", kernV4, status, out)
+	}
+	noTunLeft(t, ns)
+	startTund(t, ns, "--admin", "0.0.0.0:9180")
+	if out := ns.MustRun("curl", "-sS", "-m", "5", "http://127.0.0.1:9180/metrics"); !strings.Contains(out, "tund_tcp_established_closed_total") {
+		t.Errorf("the admin server on loopback answered %.80q, want tund's metrics", out)
+	}
+	for _, addr := range []string{kernV4, stackV4} {
+		out, err := ns.Run("curl", "-sS", "-m", "3", "http://"+addr+":9180/metrics")
+		if err == nil {
+			t.Errorf("the admin server answered at %s:9180: %.80s", addr, out)
+		}
+	}
+}

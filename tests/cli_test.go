@@ -125,3 +125,65 @@ func TestCustomAddressesAndQueues(t *testing.T) {
 		t.Errorf("echo on the routed address: %q", out)
 	}
 }
+
+// TestIPv6Disabled: in a namespace with IPv6 disabled (as Docker makes a
+// container's), tund leaves its default IPv6 addresses out with one
+// warning and serves IPv4; an IPv6 address asked for explicitly exits 1
+// with how to enable IPv6, before any device is made.
+func TestIPv6Disabled(t *testing.T) {
+	ns := newNS(t)
+	ns.MustRun("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"--addr", []string{"--addr", "198.18.0.2", "--addr", "2001:2::2"}, "--addr 2001:2::2: IPv6 is disabled"},
+		{"--tun-addr", []string{"--tun-addr", "198.18.0.1/24", "--tun-addr", "2001:2::1/64"}, "--tun-addr 2001:2::1/64: IPv6 is disabled"},
+		{"--dial", []string{"--dial", "127.0.0.1:7000=[2001:2::1]:80"}, "--dial 127.0.0.1:7000=[2001:2::1]:80: IPv6 is disabled"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, out := runTund(t, ns, nil, c.args...)
+			if status != 1 || !strings.Contains(out, c.want) || !strings.Contains(out, "sysctl -w net.ipv6.conf.all.disable_ipv6=0") {
+				t.Errorf("exit %d, want 1 with %q and the sysctl that enables IPv6; got:\n%s", status, c.want, out)
+			}
+			noTunLeft(t, ns)
+		})
+	}
+	t.Run("defaults", func(t *testing.T) {
+		td := startTund(t, ns)
+		if n := strings.Count(td.Logs(), "IPv6 is disabled in this network namespace: serving IPv4 only"); n != 1 {
+			t.Errorf("%d warnings that IPv6 is left out, want 1:\n%s", n, td.Logs())
+		}
+		if out := ns.MustRun("curl", "-sS", "-m", "5", "http://"+stackV4+"/"); !strings.Contains(out, "talking to the userspace TCP stack") {
+			t.Errorf("curl over IPv4: %q", out)
+		}
+		if out := ns.MustRun("ip", "-o", "addr", "show", "dev", "tund0"); strings.Contains(out, "inet6") {
+			t.Errorf("tund0 has an IPv6 address: %s", out)
+		}
+	})
+}
+
+// TestForwardingHint: where tund's namespace has another interface up but
+// does not forward, tund says at start that only the namespace's own
+// programs reach the stack, naming the sysctl; where it forwards, it says
+// nothing of it.
+func TestForwardingHint(t *testing.T) {
+	const hint = "this namespace does not forward"
+	for _, forward := range []string{"0", "1"} {
+		t.Run("ip_forward="+forward, func(t *testing.T) {
+			ns := newNS(t)
+			ns.MustRun("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+			ns.MustRun("ip", "link", "set", "veth0", "up")
+			ns.MustRun("sysctl", "-q", "-w", "net.ipv4.ip_forward="+forward, "net.ipv6.conf.all.forwarding="+forward)
+			td := startTund(t, ns)
+			logged := strings.Contains(td.Logs(), hint)
+			if forward == "0" && (!logged || !strings.Contains(td.Logs(), "--sysctl net.ipv4.ip_forward=1")) {
+				t.Errorf("no hint that the namespace does not forward, with Docker's --sysctl:\n%s", td.Logs())
+			}
+			if forward == "1" && logged {
+				t.Errorf("a forwarding hint where the namespace forwards:\n%s", td.Logs())
+			}
+		})
+	}
+}
