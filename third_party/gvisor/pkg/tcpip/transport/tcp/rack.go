@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 )
 
@@ -181,7 +182,10 @@ func (s *sender) schedulePTO() {
 	s.rtt.Lock()
 	if s.rtt.TCPRTTState.SRTTInited && s.rtt.TCPRTTState.SRTT > 0 {
 		pto = s.rtt.TCPRTTState.SRTT * 2
-		if s.Outstanding == 1 {
+		// tund patch 0014: a FIN and the one data segment before it
+		// count as one segment, as Linux sends them when it can (the FIN
+		// on the data).
+		if s.Outstanding == 1 || s.Outstanding == 2 && s.finAtTail() {
 			pto += wcDelayedACKTimeout
 		}
 		// tund patch 0004: a floor, as Linux has (2*SRTT plus two
@@ -201,6 +205,18 @@ func (s *sender) schedulePTO() {
 	}
 
 	s.probeTimer.enable(pto)
+}
+
+// finAtTail reports whether the last segment sent is a FIN of its own.
+// gVisor never puts a FIN on data, so a reply and the FIN after it are two
+// segments in flight where Linux often has one; the peer's ACK of that FIN
+// is the one a Linux peer delays (pingpong mode, up to 40 ms), and a stack
+// that reads the ACK of the data late would probe before either was due.
+//
+// +checklocks:s.ep.mu
+func (s *sender) finAtTail() bool {
+	last := s.writeList.Back()
+	return last != nil && last.flags&header.TCPFlagFin != 0 && last.xmitCount > 0
 }
 
 // probeTimerExpired is the same as TLP_send_probe() as defined in
