@@ -28,6 +28,7 @@ type collector struct {
 	open     *prometheus.Desc
 	faults   *prometheus.Desc
 	tw       *prometheus.Desc
+	wire     *prometheus.Desc
 	counters []counter
 }
 
@@ -49,6 +50,7 @@ func newCollector(st *stack.Stack) *collector {
 		open:     prometheus.NewDesc("tund_tcp_conns_open", "Connections that services hold open (what --max-conns bounds).", nil, nil),
 		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
 		faults:   prometheus.NewDesc("tund_faults_total", "Segments that the close-path faults dropped or delayed, by fault (drop-final-ack, drop-fin, delay-fin, no-fin, loss-in, loss-out).", []string{"fault"}, nil),
+		wire:     prometheus.NewDesc("tund_tcp_wire_segments_total", "TCP segments that crossed the TUN device, as a capture on it counts them, by direction: sent by tund (after the faults, the compact TIME-WAIT table and the FIN/ACK merge had their say) and received (before --loss-in dropped any). Counted by the close tracer: absent with --trace=false.", []string{"direction"}, nil),
 		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
@@ -60,12 +62,15 @@ func newCollector(st *stack.Stack) *collector {
 	add("tund_tcp_established_closed_total", "Established connections that closed.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedClosed.Value() })
 	add("tund_tcp_established_resets_total", "Established or CLOSE-WAIT connections that went to CLOSED by a reset.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedResets.Value() })
 	add("tund_tcp_established_timedout_total", "Connections dropped after retransmission or keepalive gave up.", func(s *tcpip.TCPStats) uint64 { return s.EstablishedTimedout.Value() })
-	add("tund_tcp_resets_sent_total", "RST segments sent.", func(s *tcpip.TCPStats) uint64 { return s.ResetsSent.Value() })
-	add("tund_tcp_resets_received_total", "RST segments received.", func(s *tcpip.TCPStats) uint64 { return s.ResetsReceived.Value() })
-	add("tund_tcp_retransmits_total", "Segments retransmitted, FINs included.", func(s *tcpip.TCPStats) uint64 { return s.Retransmits.Value() })
+	// gVisor counts segments when its TCP writes or reads them, above
+	// tund's layers, which drop, hold and answer some: those counts are
+	// named tund_stack_tcp_* and their help says what the wire's are.
+	add("tund_stack_tcp_resets_sent_total", "RSTs gVisor's TCP sent, counted above tund's layers: it includes those the compact TIME-WAIT table suppressed (tund_time_wait_table_total{event=\"rst-suppressed\"}) and those a fault dropped, which never reached the wire. tund_tcp_resets_total{direction=\"sent\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ResetsSent.Value() })
+	add("tund_stack_tcp_resets_received_total", "RSTs that reached gVisor's TCP: not those --loss-in dropped or the compact TIME-WAIT table took. tund_tcp_resets_total{direction=\"received\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ResetsReceived.Value() })
+	add("tund_stack_tcp_retransmits_total", "Segments gVisor's TCP retransmitted, FINs included, counted when its write returns, above tund's layers: resends that a fault dropped (--loss-out, --drop-fin, --no-fin) count though they never reached the wire. tund_tcp_close_retransmits_total counts the FINs and ACKs of FINs sent again on the wire.", func(s *tcpip.TCPStats) uint64 { return s.Retransmits.Value() })
 	add("tund_tcp_timeouts_total", "Retransmission timeouts.", func(s *tcpip.TCPStats) uint64 { return s.Timeouts.Value() })
-	add("tund_tcp_segments_sent_total", "Segments sent.", func(s *tcpip.TCPStats) uint64 { return s.SegmentsSent.Value() })
-	add("tund_tcp_segments_received_total", "Valid segments received.", func(s *tcpip.TCPStats) uint64 { return s.ValidSegmentsReceived.Value() })
+	add("tund_stack_tcp_segments_sent_total", "Segments gVisor's TCP sent, counted above tund's layers: with the ACKs the FIN/ACK merge held and dropped and what the faults dropped, without what the compact TIME-WAIT table answered. tund_tcp_wire_segments_total{direction=\"sent\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.SegmentsSent.Value() })
+	add("tund_stack_tcp_segments_received_total", "Valid segments that reached gVisor's TCP: not those --loss-in dropped or the compact TIME-WAIT table answered. tund_tcp_wire_segments_total{direction=\"received\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ValidSegmentsReceived.Value() })
 	add("tund_tcp_invalid_segments_received_total", "Segments dropped as invalid (bad header or checksum).", func(s *tcpip.TCPStats) uint64 { return s.InvalidSegmentsReceived.Value() })
 	add("tund_tcp_listen_overflow_syn_cookies_sent_total", "SYN cookies sent because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynCookieSent.Value() })
 	add("tund_tcp_listen_overflow_syn_drop_total", "SYNs dropped because a listen queue was full.", func(s *tcpip.TCPStats) uint64 { return s.ListenOverflowSynDrop.Value() })
@@ -92,6 +97,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.open
 	ch <- c.faults
 	ch <- c.tw
+	ch <- c.wire
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -123,6 +129,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.lostACK, prometheus.CounterValue, float64(cs.FinalACKLost))
+	if c.st.Tracing() {
+		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsSent), "sent")
+		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsReceived), "received")
+	}
 	for _, a := range []string{stack.HalfCloseAllowed, stack.HalfCloseClosed, stack.HalfCloseTimeout} {
 		ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.CounterValue, float64(cs.HalfClose[a]), a)
 	}

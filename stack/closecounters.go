@@ -17,6 +17,9 @@ type closeCounters struct {
 	finalACKLost atomic.Uint64
 	halfClose    [len(halfCloseActions)]atomic.Uint64
 	states       [len(closingStates)]stateHistogram
+	// segments counts every TCP segment that crossed the device, by the
+	// side that sent it: the wire's count, beneath tund's layers.
+	segments [2]atomic.Uint64
 
 	// other counts what has no index above (none of the documented kinds,
 	// reasons or actions): it should stay empty, and costs a lock if not.
@@ -149,12 +152,14 @@ func (h *stateHistogram) render() *Histogram {
 // StateTimes holds every closing state.
 func (c *closeCounters) snapshot() CloseStats {
 	st := CloseStats{
-		Closes:       map[CloseKey]uint64{},
-		Resets:       map[ResetKey]uint64{},
-		Retransmits:  map[RetransmitKey]uint64{},
-		HalfClose:    map[string]uint64{},
-		StateTimes:   make(map[string]*Histogram, len(closingStates)),
-		FinalACKLost: c.finalACKLost.Load(),
+		Closes:           map[CloseKey]uint64{},
+		Resets:           map[ResetKey]uint64{},
+		Retransmits:      map[RetransmitKey]uint64{},
+		HalfClose:        map[string]uint64{},
+		StateTimes:       make(map[string]*Histogram, len(closingStates)),
+		FinalACKLost:     c.finalACKLost.Load(),
+		SegmentsSent:     c.segments[tund].Load(),
+		SegmentsReceived: c.segments[peerSide].Load(),
 	}
 	for k, kind := range kindNames {
 		for s := range c.closes[k] {

@@ -38,6 +38,12 @@ type CloseStats struct {
 	HalfClose map[string]uint64
 	// StateTimes are the times tund's side spent in each closing state.
 	StateTimes map[string]*Histogram
+	// SegmentsSent and SegmentsReceived count the TCP segments that crossed
+	// the device, as a capture on it counts them: what tund sent once the
+	// faults, the TIME-WAIT table and the merge had their say, and what
+	// came in before --loss-in dropped any. gVisor's own counts (Stack.GVisor)
+	// are taken above those layers.
+	SegmentsSent, SegmentsReceived uint64
 }
 
 // CloseKey is what closes are counted by.
@@ -148,6 +154,10 @@ func (s *Stack) Closes() []*Close {
 
 // CloseStats returns a copy of the close path's counters.
 func (s *Stack) CloseStats() CloseStats { return s.closes.counters.snapshot() }
+
+// Tracing reports whether the close tracer runs (Config.NoTrace unset): the
+// records, and the counts taken off the wire, exist only then.
+func (s *Stack) Tracing() bool { return s.tracer != nil }
 
 // StateBuckets returns the upper bounds of the time-in-state histograms.
 func StateBuckets() []float64 { return slices.Clone(stateBuckets[:]) }

@@ -129,6 +129,19 @@ type closeState struct {
 //
 // It is kept by value and small (40 bytes, as many of key): with the
 // compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
+// endedClose is a close that ended without leaving tund in TIME-WAIT,
+// remembered for lateWindow so that a FIN or RST still on its way (a RST
+// crossing tund's, a retransmission in flight, tund's answer to it) is
+// added to its record instead of starting a close of its own.
+type endedClose struct {
+	id      uint64 // the filed record
+	expires int64  // monotonic nanoseconds (monoOf)
+}
+
+// lateWindow is how long a close that ended takes late segments: a few
+// round trips and retransmission timeouts of a local path.
+const lateWindow = 3 * time.Second
+
 type timeWait struct {
 	id             uint64 // the filed record
 	since, expires int64  // monotonic nanoseconds (monoOf)
@@ -154,6 +167,9 @@ type tracer struct {
 	closes  map[flow]*closeState
 	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
 	timeWaits flowMap[timeWait]
+	// ended are the other closes that ended, for lateWindow.
+	ended     flowMap[endedClose]
+	nEnded    atomic.Int32 // ended.len(), read without the lock
 	sweepAt   int
 	linger    time.Duration // how long a close with no segment is followed
 	timeWait  time.Duration // 2 x MSL
@@ -175,7 +191,7 @@ type traceConfig struct {
 
 func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
 	t := &tracer{
-		closes: make(map[flow]*closeState), timeWaits: newFlowMap[timeWait](), sweepAt: 256,
+		closes: make(map[flow]*closeState), timeWaits: newFlowMap[timeWait](), ended: newFlowMap[endedClose](), sweepAt: 256,
 		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, log: log, stop: make(chan struct{}),
 	}
 	t.Init(child, t)
@@ -193,7 +209,7 @@ func (t *tracer) sweeper() {
 		case <-t.stop:
 			return
 		case now := <-tick.C:
-			if t.open.Load() > 0 || t.waiting.Load() > 0 {
+			if t.open.Load() > 0 || t.waiting.Load() > 0 || t.nEnded.Load() > 0 {
 				t.mu.Lock()
 				t.sweepLocked(now)
 				t.mu.Unlock()
@@ -217,6 +233,7 @@ func (t *tracer) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt 
 	size := pkt.Data().Size()
 	if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
 		if f, ok := parseInbound(b, size); ok {
+			t.log.counters.segments[peerSide].Add(1)
 			t.segment(f, SidePeer)
 		}
 	}
@@ -230,6 +247,7 @@ func (t *tracer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			continue
 		}
 		if f, ok := parseOutbound(pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice(), pkt.Data().Size()); ok {
+			t.log.counters.segments[tund].Add(1)
 			t.segment(f, SideTund)
 		}
 	}
@@ -241,8 +259,10 @@ func (t *tracer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 func (t *tracer) segment(f tcpFields, from string) {
 	closing := f.flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
 	if !closing && t.open.Load() == 0 {
-		// A peer's SYN may end a TIME-WAIT (a new incarnation).
-		if from == SideTund || f.flags&header.TCPFlagSyn == 0 || t.waiting.Load() == 0 {
+		// A SYN may start a new incarnation of a flow: a peer's may end a
+		// TIME-WAIT, and either side's ends a close that ended lately. A
+		// SYN takes the lock once per connection, no other segment does.
+		if f.flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0 {
 			return
 		}
 	}
@@ -253,6 +273,11 @@ func (t *tracer) segment(f tcpFields, from string) {
 	var filed, amended *Close
 	t.mu.Lock()
 	st := t.closes[f.flow]
+	if f.flags&header.TCPFlagSyn != 0 && t.ended.len() > 0 {
+		// A new incarnation: the close that ended takes no more segments.
+		t.ended.delete(f.flow)
+		t.nEnded.Store(int32(t.ended.len()))
+	}
 	if st == nil && !closing && (from == SideTund || f.flags&header.TCPFlagSyn == 0) {
 		// A segment of a flow that is not closing, while others are: only
 		// a peer's SYN can matter (it may end a TIME-WAIT).
@@ -270,6 +295,13 @@ func (t *tracer) segment(f tcpFields, from string) {
 			if amended != nil {
 				t.log.amend(amended)
 			}
+			return
+		}
+	}
+	if st == nil && closing && t.ended.len() > 0 {
+		if rec := t.lateSegment(f, from, reason, now); rec != nil {
+			t.mu.Unlock()
+			t.log.amend(rec)
 			return
 		}
 	}
@@ -314,6 +346,9 @@ func (t *tracer) segment(f tcpFields, from string) {
 				since: monoOf(st.sides.since[tund]), expires: monoOf(now.Add(t.timeWait)),
 			})
 			t.waiting.Store(int32(t.timeWaits.len()))
+		} else if t.ended.len() < maxOpenCloses {
+			t.ended.set(f.flow, endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow))})
+			t.nEnded.Store(int32(t.ended.len()))
 		}
 	}
 	t.mu.Unlock()
@@ -323,6 +358,37 @@ func (t *tracer) segment(f tcpFields, from string) {
 	case amended != nil:
 		t.log.amend(amended)
 	}
+}
+
+// lateSegment adds a FIN or RST of a close that ended less than lateWindow
+// ago to that close's record, and returns the amended copy; nil if the
+// flow has no such close (the segment may start a close of its own).
+func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.Time) *Close {
+	e, ok := t.ended.get(f.flow)
+	if !ok {
+		return nil
+	}
+	if monoOf(now) > e.expires || f.flags&header.TCPFlagSyn != 0 {
+		t.ended.delete(f.flow)
+		t.nEnded.Store(int32(t.ended.len()))
+		return nil
+	}
+	if reason != "" {
+		t.log.counters.countReset(sideOf(from), reason)
+	}
+	base := t.log.record(e.id)
+	if base == nil {
+		return nil // the log no longer keeps it: a record of its own
+	}
+	rec := *base
+	rec.Segments = append([]Segment(nil), base.Segments...)
+	if len(rec.Segments) < maxCloseSegments {
+		rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen})
+	} else {
+		rec.Truncated = true
+	}
+	rec.End = now
+	return &rec
 }
 
 // resetReason tells why a RST crossed, from what the stack knows of its
@@ -532,6 +598,13 @@ func (t *tracer) sweepLocked(now time.Time) {
 		}
 		return true
 	})
+	t.ended.all(func(fl flow, e endedClose) bool {
+		if monoOf(now) > e.expires {
+			t.ended.delete(fl)
+		}
+		return true
+	})
+	t.nEnded.Store(int32(t.ended.len()))
 	var finished []*Close
 	for fl, st := range t.closes {
 		if !now.After(st.deadline) {

@@ -94,6 +94,53 @@ func TestTraceReset(t *testing.T) {
 	}
 }
 
+// TestTraceLateSegmentsJoinTheirClose: after tund's abort, the peer's FIN
+// that crossed the RST and tund's RST in answer to it belong to the same
+// close, not to a second one; a SYN on the same 4-tuple then starts a new
+// connection, whose end is a close of its own.
+func TestTraceLateSegmentsJoinTheirClose(t *testing.T) {
+	p := connect(t, 0)
+	p.conn.Abort()
+	rst := p.next(time.Second)
+	if rst.flags&header.TCPFlagRst == 0 {
+		t.Fatalf("want tund's RST, got %+v", rst)
+	}
+	awaitClose(t, p)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, rst.seq)
+	if again := p.next(time.Second); again.flags&header.TCPFlagRst == 0 {
+		t.Fatalf("want tund's RST for the late FIN, got %+v", again)
+	}
+	recs := p.st.Closes()
+	if len(recs) != 1 || ladder(recs[0]) != "tund:RA peer:FA tund:RA" && ladder(recs[0]) != "tund:RA peer:FA tund:R" {
+		t.Fatalf("want one close with the late FIN and tund's RST in it, got %d: %v", len(recs), ladders(recs))
+	}
+	if n := p.st.CloseStats().Resets[ResetKey{"sent", ResetNoConnection}]; n != 1 {
+		t.Errorf("tund's RST for the late FIN counted %d times as no-connection", n)
+	}
+
+	p.send(header.TCPFlagSyn, peerISS+100000, 0)
+	if synack := p.next(time.Second); synack.flags != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("want a SYN-ACK for the new incarnation, got %+v", synack)
+	}
+	p.send(header.TCPFlagRst, peerISS+100001, 0)
+	ch, stop := p.st.SubscribeCloses()
+	defer stop()
+	if len(p.st.Closes()) < 2 {
+		awaitRecord(t, ch)
+	}
+	if recs := p.st.Closes(); len(recs) != 2 || ladder(recs[1]) != "peer:R" {
+		t.Errorf("want the new incarnation's reset as a close of its own, got %v", ladders(recs))
+	}
+}
+
+func ladders(recs []*Close) []string {
+	var l []string
+	for _, c := range recs {
+		l = append(l, ladder(c))
+	}
+	return l
+}
+
 // awaitRecord returns the next record from ch, waiting up to 3 s.
 func awaitRecord(t *testing.T, ch <-chan *Close) *Close {
 	t.Helper()
