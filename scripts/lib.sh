@@ -61,17 +61,29 @@ pid_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # need_docker makes sure a Docker engine answers: it installs Debian's
 # docker.io (and docker-compose) when they are missing and, when no engine
 # answers, starts dockerd and waits for it. A daemon it started is recorded
-# in docker_pid, for stop_docker; an engine that was already running is
-# left alone.
+# in docker_pid for stop_docker, and in docker_pidfile with the PID of the
+# script that owns it: a daemon whose owner was killed before its
+# stop_docker is taken over by the next run, to be stopped at its end. An
+# engine that someone else started, or that a live run owns (scripts/test
+# running scripts/docker-images), is left alone. Set the EXIT trap
+# (stop_docker) before calling it.
 docker_pid=""
+docker_pidfile=/run/tund/dockerd.pid
 need_docker() {
 	need_packages dockerd:docker.io docker-compose:docker-compose
+	local pid="" owner=""
+	read -r pid owner 2>/dev/null <"$docker_pidfile" || true
+	if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && ! kill -0 "${owner:-0}" 2>/dev/null; then
+		docker_pid="$pid" # started by a run that was killed: ours now
+		echo "$docker_pid $$" >"$docker_pidfile"
+	fi
 	docker info >/dev/null 2>&1 && return 0
 	mkdir -p /run/tund
 	local log=/run/tund/dockerd.log i
 	echo "starting dockerd (log $log)" >&2
 	dockerd >"$log" 2>&1 &
 	docker_pid=$!
+	echo "$docker_pid $$" >"$docker_pidfile"
 	for i in $(seq 150); do
 		docker info >/dev/null 2>&1 && return 0
 		kill -0 "$docker_pid" 2>/dev/null || die "dockerd exited at start: $(tail -5 "$log")"
@@ -86,5 +98,6 @@ stop_docker() {
 	[ -n "$docker_pid" ] || return 0
 	kill -TERM "$docker_pid" 2>/dev/null || true
 	timeout 30 tail --pid "$docker_pid" -f /dev/null || kill -KILL "$docker_pid" 2>/dev/null || true
+	rm -f "$docker_pidfile"
 	docker_pid=""
 }

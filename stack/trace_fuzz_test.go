@@ -193,7 +193,7 @@ func checkClose(c *Close, amended bool) string {
 			return "a segment outside [Start, End]"
 		}
 	}
-	first, last := c.Segments[0], c.Segments[len(c.Segments)-1]
+	first := c.Segments[0]
 	if !amended {
 		// A close begins with the first FIN or RST, from its initiator.
 		if !hasFlag(first, 'F') && !hasFlag(first, 'R') || hasFlag(first, 'S') {
@@ -206,8 +206,18 @@ func checkClose(c *Close, amended bool) string {
 	if c.Truncated {
 		return ""
 	}
-	if c.ResetBy != "" && (!hasFlag(last, 'R') || last.From != c.ResetBy) {
-		return "ResetBy set but the last segment is not its RST"
+	if c.ResetBy != "" {
+		// The first RST ends the close; after it come only the late FINs
+		// and RSTs that tund adds to a close that ended (lateSegment).
+		i := slices.IndexFunc(c.Segments, func(s Segment) bool { return hasFlag(s, 'R') })
+		if i < 0 || c.Segments[i].From != c.ResetBy {
+			return "ResetBy set but the first RST is not that side's"
+		}
+		for _, s := range c.Segments[i+1:] {
+			if !hasFlag(s, 'F') && !hasFlag(s, 'R') {
+				return "a segment other than a late FIN or RST after the RST that ended the close"
+			}
+		}
 	}
 	if c.Kind == KindFourWay || c.Kind == KindThreeWay || c.Kind == KindSimultaneous {
 		// Both FINs were sent, and each acknowledged by the other side.

@@ -21,14 +21,16 @@ import (
 // repository's Dockerfile with README's own command, in a Docker engine
 // that scripts/test installs and starts.
 //
-// Everything they make carries the label io.tund.test.pid=PID of the test
-// process, or, for a compose project, the name tundt-PID-N; a run first
-// sweeps what dead runs left and never touches anything else. README's
-// `docker run --name tund` cannot carry a label as written, so the ID of
-// that one container is recorded in a file under dockerRecords instead.
+// Every container and network they make carries the label
+// io.tund.test.pid=PID of the test process, and a compose project the name
+// tundt-PID-composeN; the first container test of a run sweeps what dead
+// runs left and never touches anything else. README's `docker run --name
+// tund` cannot carry a label as written, so the ID of that one container is
+// recorded in a file under dockerRecords instead. The images (tund and the
+// base images) are kept, for the next run to reuse.
 //
-// Test networks use 198.19.N.0/24 and 2001:2:0:N::/64 with N from 10 up
-// (the compose examples use N = 0 and 1); tund's container is .2 (::2) on
+// Test networks use 198.19.N.0/24 and 2001:2:0:N::/64 with N from 10 to 89
+// (the compose examples use 198.19.0-1.0/24 and 2001:2:0:100::/64); tund's container is .2 (::2) on
 // each, fixed addresses stay below .128 (::100), where Docker's own
 // allocation starts, and every container's default routes are removed, so
 // test traffic stays between the test's own containers.
@@ -114,12 +116,12 @@ func sweepDocker() {
 		n, err := strconv.Atoi(pid)
 		return err == nil && n != os.Getpid() && syscall.Kill(n, 0) == syscall.ESRCH
 	}
-	composePID := func(project string) string {
+	composePID := func(project string) string { // tundt-PID-NAME
 		rest, ok := strings.CutPrefix(project, "tundt-")
-		pid, _, _ := strings.Cut(rest, "-")
 		if !ok {
 			return ""
 		}
+		pid, _, _ := strings.Cut(rest, "-")
 		return pid
 	}
 	for _, q := range []struct {
@@ -219,7 +221,8 @@ var netCounter atomic.Int64
 func newNetwork(t testing.TB) *Network {
 	t.Helper()
 	needDocker(t)
-	n := 10 + int(netCounter.Add(1)+int64(os.Getpid()))%240
+	// 10 to 89: clear of the compose examples' 0, 1 and 100.
+	n := 10 + int(netCounter.Add(1)+int64(os.Getpid()))%80
 	nw := &Network{Name: fmt.Sprintf("tundt-%d-%d", os.Getpid(), n), n: n}
 	mustDocker(t, "network", "create", labelArg, "--ipv6",
 		"--subnet", fmt.Sprintf("198.19.%d.0/24", n), "--ip-range", fmt.Sprintf("198.19.%d.128/25", n),
@@ -286,12 +289,12 @@ func (c *Container) Exec(script string) (string, error) {
 	return dockerRun("exec", c.ID, "sh", "-c", script)
 }
 
-// MustExec is Exec that fails the test on error.
-func (c *Container) MustExec(script string) string {
-	c.t.Helper()
+// MustExec is Exec that fails t (the test or subtest running it) on error.
+func (c *Container) MustExec(t testing.TB, script string) string {
+	t.Helper()
 	out, err := c.Exec(script)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,7 +19,9 @@ import (
 // had been lost, are replayed at 1 s (ACKed, and 2 x MSL starts again), at
 // 2.6 s (still inside the restarted TIME-WAIT: ACKed) and at 5.4 s (past
 // 2.6 s + 2 s: the connection is gone, no ACK). With --msl 0 there is no
-// TIME-WAIT: a FIN replayed at 0.3 s is answered with RST, not an ACK.
+// TIME-WAIT: a FIN replayed at 0.3 s is answered with RST, not an ACK, and
+// both are added to the close's record (late segments of a close that
+// ended, not a close of their own).
 // Both ways of keeping TIME-WAIT (--time-wait compact, the default, and
 // full, gVisor's endpoint) must look the same on the wire.
 func TestTimeWaitReplayedFIN(t *testing.T) {
@@ -26,16 +29,19 @@ func TestTimeWaitReplayedFIN(t *testing.T) {
 		msl, keep string
 		offsets   []time.Duration
 		acked     []bool
+		late      int // replays added to the record as late segments
 	}{
-		{"1s", "compact", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
-		{"1s", "full", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}},
-		{"0", "compact", []time.Duration{300 * time.Millisecond}, []bool{false}},
+		{"1s", "compact", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}, 0},
+		{"1s", "full", []time.Duration{1000 * time.Millisecond, 2600 * time.Millisecond, 5400 * time.Millisecond}, []bool{true, true, false}, 0},
+		{"0", "compact", []time.Duration{300 * time.Millisecond}, []bool{false}, 1},
 	} {
-		t.Run("msl "+c.msl+" "+c.keep, func(t *testing.T) { replayFINs(t, []string{"--msl", c.msl, "--time-wait", c.keep}, c.offsets, c.acked) })
+		t.Run("msl "+c.msl+" "+c.keep, func(t *testing.T) {
+			replayFINs(t, []string{"--msl", c.msl, "--time-wait", c.keep}, c.offsets, c.acked, c.late)
+		})
 	}
 }
 
-func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed []bool) {
+func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed []bool, late int) {
 	ns := newNS(t)
 	startTund(t, ns, append(args, "--serve", "daytime")...)
 	first := capture(t, ns, "tund0", "tcp port 13")
@@ -105,7 +111,9 @@ func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed 
 	// tund's record of the close: the replays it ACKed in TIME-WAIT are
 	// added to it (the final ACK was lost), segment for segment as the
 	// wire shows them; a replay after TIME-WAIT is a new close that tund
-	// resets, not knowing the connection any more.
+	// resets, not knowing the connection any more, unless it comes within
+	// 3 s of a close that left no TIME-WAIT: then it and tund's RST are
+	// late segments of that close.
 	var closeRec *closeRecord
 	resets := 0
 	for _, r := range closeRecords(t, ns) {
@@ -124,9 +132,21 @@ func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed 
 	}
 	t.Logf("record: %s close, final ACK lost %v, %d FIN and %d ACK retransmissions, %d segments",
 		closeRec.Kind, closeRec.FinalACKLost, closeRec.FINRetransmits, closeRec.ACKRetransmits, len(closeRec.Segments))
-	if closeRec.FinalACKLost != (acks > 0) || closeRec.FINRetransmits != acks || closeRec.ACKRetransmits != acks || resets != len(offsets)-acks {
+	if closeRec.FinalACKLost != (acks > 0) || closeRec.FINRetransmits != acks || closeRec.ACKRetransmits != acks || resets != len(offsets)-acks-late {
 		t.Errorf("record says final ACK lost %v, %d FIN and %d ACK retransmissions, %d resets; want %v, %d, %d, %d",
-			closeRec.FinalACKLost, closeRec.FINRetransmits, closeRec.ACKRetransmits, resets, acks > 0, acks, acks, len(offsets)-acks)
+			closeRec.FinalACKLost, closeRec.FINRetransmits, closeRec.ACKRetransmits, resets, acks > 0, acks, acks, len(offsets)-acks-late)
+	}
+	peerFINs, tundRSTs := 0, 0
+	for _, s := range closeRec.Segments {
+		switch {
+		case s.From == "peer" && strings.Contains(s.Flags, "F"):
+			peerFINs++
+		case s.From == "tund" && strings.Contains(s.Flags, "R"):
+			tundRSTs++
+		}
+	}
+	if peerFINs != 1+acks+late || tundRSTs != late {
+		t.Errorf("the record holds %d FINs of the client and %d RSTs of tund's; want %d and %d", peerFINs, tundRSTs, 1+acks+late, late)
 	}
 	whole := *c
 	whole.Segs = append([]Segment(nil), c.Segs...)

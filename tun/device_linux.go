@@ -13,10 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// EnableIPv6 says how to enable IPv6 in a network namespace where it is
-// disabled, as a command and as Docker's option.
-const EnableIPv6 = "enable it with sysctl -w net.ipv6.conf.all.disable_ipv6=0, in Docker with docker run --sysctl net.ipv6.conf.all.disable_ipv6=0"
-
 // cloneDevice is the TUN clone device that every queue is opened from.
 const cloneDevice = "/dev/net/tun"
 
@@ -158,7 +154,7 @@ func (d *Device) configure(c Config) error {
 		}
 		if err := netlink.AddrAdd(link, a); err != nil {
 			if p.Addr().Is6() && (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && IPv6Disabled() {
-				return fmt.Errorf("tun: adding address %v to %s: %w: IPv6 is disabled in this network namespace (%s)", p, c.Name, err, EnableIPv6)
+				return fmt.Errorf("tun: adding address %v to %s: %w: IPv6 is disabled in this network namespace (%s)", p, c.Name, err, IPv6Advice)
 			}
 			return fmt.Errorf("tun: adding address %v to %s: %w", p, c.Name, err)
 		}

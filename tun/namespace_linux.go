@@ -10,6 +10,10 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+// IPv6Advice says how to enable IPv6 in a network namespace where it is
+// disabled, as a command and as Docker's option, for messages.
+const IPv6Advice = "enable it with sysctl -w net.ipv6.conf.all.disable_ipv6=0, in Docker with docker run --sysctl net.ipv6.conf.all.disable_ipv6=0"
+
 // IPv6Disabled reports whether an interface created now in the current
 // network namespace would refuse IPv6 addresses: the kernel has no IPv6, or
 // net.ipv6.conf.default.disable_ipv6 is set, which a new interface inherits.

@@ -21,14 +21,14 @@ func fitIPv6(o *options, log *slog.Logger) error {
 	}
 	if len(o.explicitIPv6) > 0 {
 		return fmt.Errorf("%s: IPv6 is disabled in this network namespace: %s, or give only IPv4 addresses",
-			strings.Join(o.explicitIPv6, ", "), tun.EnableIPv6)
+			strings.Join(o.explicitIPv6, ", "), tun.IPv6Advice)
 	}
 	var left []string
 	o.tun.Addrs = only4(o.tun.Addrs, func(p netip.Prefix) netip.Addr { return p.Addr() }, &left)
 	o.tun.Routes = only4(o.tun.Routes, func(p netip.Prefix) netip.Addr { return p.Addr() }, nil)
 	o.stack.Addrs = only4(o.stack.Addrs, func(a netip.Addr) netip.Addr { return a }, &left)
 	if len(left) > 0 {
-		log.Warn("IPv6 is disabled in this network namespace: serving IPv4 only; "+tun.EnableIPv6, "left_out", strings.Join(left, ","))
+		log.Warn("IPv6 is disabled in this network namespace: serving IPv4 only; "+tun.IPv6Advice, "left_out", strings.Join(left, ","))
 	}
 	return nil
 }
@@ -67,6 +67,6 @@ func logReachability(dev *tun.Device, o *options, log *slog.Logger) {
 	if len(off) == 0 {
 		return
 	}
-	log.Info("this namespace does not forward: only its own programs reach the stack; for hosts or containers that route the stack's prefix via " +
+	log.Warn("this namespace does not forward: only its own programs reach the stack; for hosts or containers that route the stack's prefix via " +
 		strings.Join(others, ",") + " set " + strings.Join(off, " and ") + " (Docker: --sysctl " + strings.Join(off, " --sysctl ") + ")")
 }
