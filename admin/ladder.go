@@ -16,7 +16,11 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 	const width = 52
 	left := "tund " + c.Local.String()
 	right := "peer " + c.Remote.String()
-	fmt.Fprintf(w, "%s close, started by %s", c.Kind, c.Initiator)
+	if c.Initiator == stack.SideBoth {
+		fmt.Fprintf(w, "%s close, the FINs crossed", c.Kind)
+	} else {
+		fmt.Fprintf(w, "%s close, started by %s", c.Kind, c.Initiator)
+	}
 	if c.ResetBy != "" {
 		fmt.Fprintf(w, ", reset by %s", c.ResetBy)
 	}

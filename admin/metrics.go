@@ -41,10 +41,10 @@ func newCollector(st *stack.Stack) *collector {
 	c := &collector{
 		st:       st,
 		conns:    prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
-		closes:   prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, fin-wait2-timeout, retransmission-limit, half-close-policy, unfinished) and the side that sent the first FIN or RST.", []string{"kind", "initiator"}, nil),
+		closes:   prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, fin-wait2-timeout, retransmission-limit, half-close-policy, unfinished) and initiator: the side that sent the first FIN or RST, or both for a simultaneous close (the FINs crossed: neither end can tell which left first).", []string{"kind", "initiator"}, nil),
 		states:   prometheus.NewDesc("tund_tcp_close_state_seconds", "Time tund's side of a connection spent in each closing state, as the wire shows it; TIME-WAIT runs from entering it to 2 x MSL after the last ACK tund sent in it, or to the RST or SYN that ended it.", []string{"state"}, nil),
 		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs, and pure ACKs of FINs, sent again during closes, by the side that sent them.", []string{"side", "segment"}, nil),
-		lostACK:  prometheus.NewDesc("tund_tcp_final_ack_lost_total", "FINs the peer sent again while tund was in TIME-WAIT: tund's final ACK had not reached it.", nil, nil),
+		lostACK:  prometheus.NewDesc("tund_tcp_final_ack_lost_total", "tund's final ACKs that did not reach the peer, as far as tund can see: each FIN the peer sent again while tund was in TIME-WAIT, and each final ACK that --drop-final-ack dropped.", nil, nil),
 		halfOpen: prometheus.NewDesc("tund_half_close_actions_total", "What services' half-close policies did when a peer half-closed: allowed (went on sending), closed (at the FIN), timeout (when the half-open time ran out).", []string{"action"}, nil),
 		refused:  prometheus.NewDesc("tund_tcp_conns_refused_total", "Connections reset at once because --max-conns connections were open.", nil, nil),
 		open:     prometheus.NewDesc("tund_tcp_conns_open", "Connections that services hold open (what --max-conns bounds).", nil, nil),

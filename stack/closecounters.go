@@ -11,7 +11,7 @@ import (
 // add: no lock, no closure, no map hashing per close. snapshot renders them
 // as CloseStats, with the maps and names that /metrics and the tests read.
 type closeCounters struct {
-	closes       [len(kindNames)][2]atomic.Uint64 // kind, initiator side
+	closes       [len(kindNames)][len(initiators)]atomic.Uint64 // kind, initiator
 	resets       [2][len(resetReasons)]atomic.Uint64
 	retransmits  [2][2]atomic.Uint64 // side, FIN or ACK
 	finalACKLost atomic.Uint64
@@ -32,6 +32,9 @@ type closeCounters struct {
 // kindNames are the Close.Kind values, in counter order.
 var kindNames = [...]string{KindFourWay, KindThreeWay, KindSimultaneous, KindReset, KindFinWait2Timeout,
 	KindRetransmitLimit, KindHalfClosePolicy, KindUnfinished}
+
+// initiators are the Close.Initiator values, in counter order.
+var initiators = [...]string{SideTund, SidePeer, SideBoth}
 
 // resetReasons are the Reset* reasons, in counter order.
 var resetReasons = [...]string{ResetAbort, ResetNoConnection, ResetRefused, ResetEstablished, ResetClosing, ResetTimeWait}
@@ -55,8 +58,8 @@ func indexOf(names []string, name string) int {
 }
 
 func (c *closeCounters) countClose(kind, initiator string) {
-	if k := indexOf(kindNames[:], kind); k >= 0 && (initiator == SideTund || initiator == SidePeer) {
-		c.closes[k][sideOf(initiator)].Add(1)
+	if k, i := indexOf(kindNames[:], kind), indexOf(initiators[:], initiator); k >= 0 && i >= 0 {
+		c.closes[k][i].Add(1)
 		return
 	}
 	c.mu.Lock()
@@ -164,7 +167,7 @@ func (c *closeCounters) snapshot() CloseStats {
 	for k, kind := range kindNames {
 		for s := range c.closes[k] {
 			if n := c.closes[k][s].Load(); n > 0 {
-				st.Closes[CloseKey{kind, side(s).String()}] = n
+				st.Closes[CloseKey{kind, initiators[s]}] = n
 			}
 		}
 	}

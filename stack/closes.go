@@ -31,8 +31,9 @@ type CloseStats struct {
 	// Retransmits counts FINs and ACKs of FINs sent again, by side and
 	// segment ("FIN" or "ACK").
 	Retransmits map[RetransmitKey]uint64
-	// FinalACKLost counts FINs that the peer replayed while tund was in
-	// TIME-WAIT: tund's final ACK did not reach it.
+	// FinalACKLost counts tund's final ACKs that did not reach the peer, as
+	// far as tund can see: a FIN the peer sent again while tund was in
+	// TIME-WAIT, or an ACK that --drop-final-ack dropped.
 	FinalACKLost uint64
 	// HalfClose counts what services' half-close policies did.
 	HalfClose map[string]uint64

@@ -116,6 +116,7 @@ type segmentEffects struct {
 	n       int
 	finRetx bool // a FIN sent again
 	ackRetx bool // a pure ACK of a FIN that the sender had already acknowledged
+	crossed bool // a FIN that does not acknowledge the other side's, seen first
 }
 
 func (e *segmentEffects) add(c stateChange) {
@@ -130,8 +131,23 @@ func (cs *closeSides) move(s side, table *transitions, now time.Time, eff *segme
 	if next == cs.state[s] {
 		return
 	}
-	eff.add(stateChange{side: s, from: cs.state[s], to: next, since: cs.since[s]})
-	cs.state[s], cs.since[s] = next, now
+	cs.set(s, next, now, eff)
+}
+
+// set moves side s to state to. A state that the same segment entered is
+// no stay of its own: a FIN|ACK that acknowledges FIN-WAIT-1's FIN and
+// carries the other FIN goes to TIME-WAIT (RFC 9293 §3.10.7.4), with no
+// FIN-WAIT-2 between, and so one change is recorded, not two.
+func (cs *closeSides) set(s side, to tcpState, now time.Time, eff *segmentEffects) {
+	for i := eff.n - 1; i >= 0; i-- {
+		if c := &eff.changes[i]; c.side == s && c.to == cs.state[s] {
+			c.to = to
+			cs.state[s] = to
+			return
+		}
+	}
+	eff.add(stateChange{side: s, from: cs.state[s], to: to, since: cs.since[s]})
+	cs.state[s], cs.since[s] = to, now
 }
 
 // apply follows one segment sent by from. A RST closes both sides.
@@ -166,8 +182,19 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 			case !cs.finSent[to]:
 				cs.first[from] = true
 			case !cs.finAcked[to]:
-				// This FIN does not acknowledge the other one: they crossed.
+				// This FIN does not acknowledge the other one: they crossed,
+				// and from sent it before the other reached its stack (the
+				// tracer sees a FIN arrive before the stack reads it). So
+				// from was never in CLOSE-WAIT: it went from ESTABLISHED to
+				// FIN-WAIT-1, and to CLOSING on the other FIN, at once.
 				cs.first[from], cs.first[to] = true, true
+				if cs.state[from] == stCloseWait {
+					eff.crossed = true
+					eff.add(stateChange{side: from, from: stEstablished, to: stClosing, since: cs.since[from]})
+					cs.state[from], cs.since[from] = stClosing, now
+					cs.move(to, &onFINReceived, now, &eff)
+					return eff
+				}
 			}
 			cs.move(from, &onFINSent, now, &eff)
 			cs.move(to, &onFINReceived, now, &eff)

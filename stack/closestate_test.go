@@ -22,6 +22,7 @@ func TestCloseSides(t *testing.T) {
 		len              int
 		tundTo, peerTo   string
 		finRetx, ackRetx bool
+		changes          int // the state changes the segment makes, when checked
 	}
 	for _, tc := range []struct {
 		name  string
@@ -42,9 +43,23 @@ func TestCloseSides(t *testing.T) {
 		{"simultaneous", []step{
 			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
 			// The peer's FIN left before tund's arrived: it does not ACK it.
-			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSING", peerTo: "LAST-ACK"},
-			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "CLOSED"},
+			// Nor was the peer ever in CLOSE-WAIT: both are in CLOSING.
+			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSING", peerTo: "CLOSING"},
+			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "TIME-WAIT"},
 			{from: peerSide, flags: A, seq: 501, ack: 101, tundTo: "TIME-WAIT"},
+		}},
+		{"simultaneous, the peer's FIN seen first", []step{
+			// tund reads the peer's FIN after it sent its own: the tracer
+			// sees the peer's first, but tund's FIN does not ACK it.
+			{from: peerSide, flags: F, seq: 500, ack: 100, tundTo: "CLOSE-WAIT", peerTo: "FIN-WAIT-1"},
+			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "CLOSING", peerTo: "CLOSING"},
+			{from: peerSide, flags: A, seq: 501, ack: 101, tundTo: "TIME-WAIT"},
+			{from: tund, flags: A, seq: 101, ack: 501, peerTo: "TIME-WAIT"},
+		}},
+		{"FIN|ACK ends FIN-WAIT-1", []step{
+			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
+			// One change, FIN-WAIT-1 to TIME-WAIT: no FIN-WAIT-2 stay.
+			{from: peerSide, flags: F | A, seq: 500, ack: 101, tundTo: "TIME-WAIT", peerTo: "LAST-ACK", changes: 2},
 		}},
 		{"lost final ACK", []step{
 			{from: tund, flags: F, seq: 100, ack: 500, tundTo: "FIN-WAIT-1", peerTo: "CLOSE-WAIT"},
@@ -69,6 +84,9 @@ func TestCloseSides(t *testing.T) {
 					} else {
 						peerTo = c.to.String()
 					}
+				}
+				if s.changes != 0 && eff.n != s.changes {
+					t.Errorf("step %d (%s %s): %d state changes, want %d: %+v", i, s.from, flagString(s.flags), eff.n, s.changes, eff.changes[:eff.n])
 				}
 				if tundTo != s.tundTo || peerTo != s.peerTo || eff.finRetx != s.finRetx || eff.ackRetx != s.ackRetx {
 					t.Errorf("step %d (%s %s): tund→%q peer→%q finRetx=%v ackRetx=%v; want tund→%q peer→%q finRetx=%v ackRetx=%v",

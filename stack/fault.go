@@ -453,7 +453,9 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 		t.open.Store(int32(len(t.closes)))
 	}
 	if fault == FaultDropFinalACK {
+		// Lost as surely as on the wire: the peer will send its FIN again.
 		st.rec.FinalACKLost = true
+		t.log.counters.finalACKLost.Add(1)
 	}
 	segs := st.rec.Segments
 	if from == peerSide {

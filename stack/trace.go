@@ -34,9 +34,13 @@ const (
 )
 
 // Sides of a connection, as Segment.From and Close.Initiator name them.
+// SideBoth is the initiator of a simultaneous close: each FIN left before
+// the other arrived (RFC 9293 §3.6, CLOSING), so neither end started it,
+// and neither end can tell which left first.
 const (
 	SideTund = "tund"
 	SidePeer = "peer"
+	SideBoth = "both"
 )
 
 // closeSegmentsCap is the room a new record makes for its segments: a
@@ -83,7 +87,7 @@ type Close struct {
 	ID        uint64         `json:"id"`
 	Local     netip.AddrPort `json:"local"`
 	Remote    netip.AddrPort `json:"remote"`
-	Initiator string         `json:"initiator"` // side that sent the first FIN or RST
+	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both for a simultaneous close
 	Kind      string         `json:"kind"`
 	// ResetBy names the side that sent the RST that ended the close: for
 	// KindReset, and for KindFinWait2Timeout when a late FIN drew one.
@@ -501,6 +505,21 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 		st.finWait2Expired = true
 	}
 	eff := st.sides.apply(f, from, now)
+	if eff.crossed {
+		// The FIN that the tracer saw arrive first had not reached from's
+		// stack when it sent its own: from never was in CLOSE-WAIT.
+		for i := len(r.Segments) - 1; i >= 0; i-- {
+			s := &r.Segments[i]
+			if s.From == from.other().String() && strings.Contains(s.Flags, "F") {
+				if from == tund && s.TundState == stCloseWait.String() {
+					s.TundState = ""
+				} else if from == peerSide && s.PeerState == stCloseWait.String() {
+					s.PeerState = ""
+				}
+				break
+			}
+		}
+	}
 	seg := Segment{At: now, From: from.String(), Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
 	for _, c := range eff.changes[:eff.n] {
 		if c.side == tund {
@@ -543,6 +562,9 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	}
 	if st.sides.finAcked[tund] && st.sides.finAcked[peerSide] {
 		r.Kind = st.kind()
+		if r.Kind == KindSimultaneous {
+			r.Initiator = SideBoth
+		}
 		return true
 	}
 	return false

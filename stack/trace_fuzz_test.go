@@ -168,8 +168,10 @@ func checkClose(c *Close, amended bool) string {
 	switch {
 	case !slices.Contains(closeKinds, c.Kind):
 		return "undocumented kind"
-	case c.Initiator != SideTund && c.Initiator != SidePeer:
-		return "initiator neither tund nor peer"
+	case c.Initiator != SideTund && c.Initiator != SidePeer && c.Initiator != SideBoth:
+		return "initiator neither tund, peer nor both"
+	case (c.Initiator == SideBoth) != (c.Kind == KindSimultaneous):
+		return "initiator both for a close that is not simultaneous, or the other way"
 	case len(c.Segments) > maxCloseSegments:
 		return "too many segments"
 	case c.Truncated && len(c.Segments) != maxCloseSegments:
@@ -199,7 +201,7 @@ func checkClose(c *Close, amended bool) string {
 		if !hasFlag(first, 'F') && !hasFlag(first, 'R') || hasFlag(first, 'S') {
 			return "the first segment is neither FIN nor RST"
 		}
-		if first.From != c.Initiator {
+		if first.From != c.Initiator && c.Initiator != SideBoth {
 			return "the first segment is not the initiator's"
 		}
 	}

@@ -417,7 +417,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "simultaneous",
 			kernel: []string{"FIN-WAIT-1", "CLOSING", "TIME-WAIT"}, tund: []string{"CLOSING", "TIME-WAIT", "TIME-WAIT"},
-			kind: stack.KindSimultaneous, initiator: "tund|peer",
+			kind: stack.KindSimultaneous, initiator: stack.SideBoth,
 			wire: func(t *testing.T, caps [][]Segment) {
 				// Both FINs on the wire, neither acknowledging the other;
 				// the kernel's ACKed last: by tund's ACK of its retransmitted

@@ -168,7 +168,7 @@ func TestCloseRecords(t *testing.T) {
 	c.CloseWrite()
 	awaitState(t, ns, localAddr(c), "CLOSING")
 	allowFIN()
-	scenarios = append(scenarios, scenario{"simultaneous", "simultaneous", "tund", "", localAddr(c)})
+	scenarios = append(scenarios, scenario{"simultaneous", "simultaneous", "both", "", localAddr(c)})
 
 	// FIN-WAIT-2 timeout: the client's FIN comes after tund gave up.
 	c = dial(13)

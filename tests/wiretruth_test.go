@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,4 +130,169 @@ func TestWireTruthCounters(t *testing.T) {
 	if wire.rstSent == 0 {
 		t.Errorf("no RST from tund on the wire: the abort port did not abort")
 	}
+}
+
+// incarnations splits segments by connection as conversations does, and
+// also starts a new one where a SYN (no ACK) comes on a 4-tuple whose
+// earlier connection has ended with a FIN or RST: under load a client port
+// is used again within seconds.
+func incarnations(segs []Segment) []*Conversation {
+	byKey := map[[2]netip.AddrPort]*Conversation{}
+	var out []*Conversation
+	for _, s := range segs {
+		c := byKey[[2]netip.AddrPort{s.Src, s.Dst}]
+		if c == nil {
+			c = byKey[[2]netip.AddrPort{s.Dst, s.Src}]
+		}
+		ended := c != nil && slices.ContainsFunc(c.Segs, func(x Segment) bool { return x.Has(flagFIN) || x.Has(flagRST) })
+		if s.Flags&(flagSYN|flagACK) == flagSYN && (c == nil || ended) {
+			c = &Conversation{Client: s.Src, Server: s.Dst}
+			byKey[[2]netip.AddrPort{s.Src, s.Dst}] = c
+			out = append(out, c)
+		}
+		if c != nil {
+			c.Segs = append(c.Segs, s)
+		}
+	}
+	return out
+}
+
+// classify tells a connection's close from the wire alone, as tund's
+// records name it. A RST before both FINs are acknowledged makes it a
+// reset, started by the side of the first FIN or RST (a RST after that is
+// late). FINs that crossed (the second does not acknowledge the first) are
+// simultaneous, started by both. Otherwise the side of the first FIN
+// started it, and the close is three-way when the other side's first
+// segment acknowledging that FIN carries its FIN or data, four-way when it
+// is a pure ACK. ok is false for a connection that has not closed.
+func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool) {
+	side := func(s Segment) int {
+		if s.Src.Addr() == tund {
+			return 0
+		}
+		return 1
+	}
+	names := [2]string{"tund", "peer"}
+	var (
+		finSent, finAcked [2]bool
+		fin               [2]uint32
+		firstSide         = -1
+	)
+	for _, s := range c.Segs {
+		from, to := side(s), 1-side(s)
+		if s.Has(flagRST) {
+			if firstSide < 0 {
+				firstSide = from
+			}
+			return "reset", names[firstSide], true
+		}
+		if finSent[to] && !finAcked[to] && s.Has(flagACK) && s.Ack >= fin[to]+1 {
+			finAcked[to] = true
+			if to == firstSide && kind == "" {
+				kind = "four-way"
+				if s.Has(flagFIN) || s.Len > 0 {
+					kind = "three-way"
+				}
+			}
+		}
+		if s.Has(flagFIN) && !finSent[from] {
+			finSent[from], fin[from] = true, s.Seq+uint32(s.Len)
+			switch {
+			case firstSide < 0:
+				firstSide = from
+			case !finAcked[to]:
+				kind = "simultaneous"
+			}
+		}
+		if finAcked[0] && finAcked[1] {
+			if kind == "simultaneous" {
+				return kind, "both", true
+			}
+			return kind, names[firstSide], true
+		}
+	}
+	return "", "", false
+}
+
+// TestWireTruthCloses runs wrk with a new connection per request (tund's
+// http closes first, and under load a quarter or more of the closes cross
+// the client's FIN) with tcpdump on tund0, classifies every connection
+// from the capture alone, and requires tund_tcp_closes_total to hold the
+// same counts by kind and initiator.
+func TestWireTruthCloses(t *testing.T) {
+	ns := newNS(t)
+	startTund(t, ns)
+	before := closeCounts(t, ns)
+	cap := capture(t, ns, "tund0", "tcp port 80")
+	out := ns.MustRun("wrk", "-t2", "-c50", "-d3s", "-H", "Connection: close", "http://"+stackV4+"/")
+	segs := cap.Stop()
+	want := map[string]float64{}
+	total := 0.0
+	for _, c := range incarnations(segs) {
+		kind, initiator, ok := classify(c, netip.MustParseAddr(stackV4))
+		if !ok {
+			t.Errorf("a connection that did not close:%s", c)
+			continue
+		}
+		want[kind+"/"+initiator]++
+		total++
+	}
+	var got map[string]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		after := closeCounts(t, ns)
+		got, sum := map[string]float64{}, 0.0
+		for k, v := range after {
+			if d := v - before[k]; d != 0 {
+				got[k] = d
+				sum += d
+			}
+		}
+		if sum >= total || time.Now().After(deadline) {
+			break
+		}
+	}
+	got = map[string]float64{}
+	for k, v := range closeCounts(t, ns) {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	t.Logf("wrk: %s", strings.Join(strings.Fields(out), " "))
+	t.Logf("the capture: %d connections, %v", int(total), want)
+	t.Logf("tund_tcp_closes_total: %v", got)
+	if total < 1000 {
+		t.Fatalf("only %v connections under load, want thousands", total)
+	}
+	for k := range mergeKeys(want, got) {
+		if want[k] != got[k] {
+			t.Errorf("%s: tund counted %v closes, the capture shows %v", k, got[k], want[k])
+		}
+	}
+}
+
+// closeCounts reads tund_tcp_closes_total by "kind/initiator".
+func closeCounts(t *testing.T, ns *NS) map[string]float64 {
+	t.Helper()
+	out := ns.MustRun("curl", "-sS", "-m", "5", "http://127.0.0.1:9180/metrics")
+	re := regexp.MustCompile(`(?m)^tund_tcp_closes_total\{initiator="([^"]*)",kind="([^"]*)"\} (\S+)$`)
+	counts := map[string]float64{}
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[m[2]+"/"+m[1]] = v
+	}
+	return counts
+}
+
+func mergeKeys(a, b map[string]float64) map[string]bool {
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	return keys
 }
