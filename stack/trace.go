@@ -87,7 +87,7 @@ type Close struct {
 	ID        uint64         `json:"id"`
 	Local     netip.AddrPort `json:"local"`
 	Remote    netip.AddrPort `json:"remote"`
-	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both for a simultaneous close
+	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both where the other side's crossed it (crossedBy)
 	Kind      string         `json:"kind"`
 	// ResetBy names the side that sent the RST that ended the close: for
 	// KindReset, and for KindFinWait2Timeout when a late FIN drew one.
@@ -128,11 +128,6 @@ type closeState struct {
 	segs [closeSegmentsCap]Segment
 }
 
-// timeWait is a finished close whose tund side is in TIME-WAIT: enough to
-// recognize a replayed FIN (the final ACK was lost) and reopen the record.
-//
-// It is kept by value and small (40 bytes, as many of key): with the
-// compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
 // endedClose is a close that ended without leaving tund in TIME-WAIT,
 // remembered for lateWindow so that a FIN or RST still on its way (a RST
 // crossing tund's, a retransmission in flight, tund's answer to it) is
@@ -146,6 +141,11 @@ type endedClose struct {
 // round trips and retransmission timeouts of a local path.
 const lateWindow = 3 * time.Second
 
+// timeWait is a finished close whose tund side is in TIME-WAIT: enough to
+// recognize a replayed FIN (the final ACK was lost) and reopen the record.
+//
+// It is kept by value and small (40 bytes, as many of key): with the
+// compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
 type timeWait struct {
 	id             uint64 // the filed record
 	since, expires int64  // monotonic nanoseconds (monoOf)
@@ -387,13 +387,56 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 	rec := *base
 	rec.Segments = append([]Segment(nil), base.Segments...)
 	if len(rec.Segments) < maxCloseSegments {
-		rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen})
+		seg := Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+		rec.Segments = append(rec.Segments, seg)
+		if crossedBy(&rec, seg) {
+			// Filed and counted as started by one side: count it again.
+			t.log.counters.moveClose(rec.Kind, rec.Initiator, SideBoth)
+			rec.Initiator = SideBoth
+		}
 	} else {
 		rec.Truncated = true
 	}
 	rec.End = now
 	return &rec
 }
+
+// crossedBy reports whether seg, just added to c, is the first FIN or RST
+// of the side that did not start the close and crossed the one that did:
+// it left before that one arrived, so the wire order at tund's end says
+// nothing of who started, and c's initiator becomes SideBoth. After a RST
+// anything crossed it: a RST is never answered (RFC 9293 §3.10.7.4), and
+// neither end sends more for a connection once it has read the other's
+// RST. A FIN or RST that does not acknowledge the first FIN had not seen
+// it. Segments a fault kept off the wire do not count.
+func crossedBy(c *Close, seg Segment) bool {
+	if c.Initiator == SideBoth || seg.From == c.Initiator || !isTerm(seg) {
+		return false
+	}
+	var first *Segment
+	for i := range c.Segments[:len(c.Segments)-1] {
+		s := &c.Segments[i]
+		if s.Fault != "" || !isTerm(*s) {
+			continue
+		}
+		if s.From == seg.From {
+			return false // not that side's first
+		}
+		if first == nil {
+			first = s
+		}
+	}
+	if first == nil {
+		return false
+	}
+	if strings.Contains(first.Flags, "R") {
+		return true
+	}
+	return !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, first.Seq+uint32(first.Len)+1)
+}
+
+// isTerm reports a FIN or RST: a segment that ends a direction or all.
+func isTerm(s Segment) bool { return strings.ContainsAny(s.Flags, "FR") }
 
 // resetReason tells why a RST crossed, from what the stack knows of its
 // connection. It runs for RSTs only: they are rare, and the lookup takes
@@ -530,6 +573,9 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	}
 	if len(r.Segments) < maxCloseSegments {
 		r.Segments = append(r.Segments, seg)
+		if crossedBy(r, seg) {
+			r.Initiator = SideBoth
+		}
 	} else {
 		r.Truncated = true
 	}

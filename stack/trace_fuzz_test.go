@@ -170,8 +170,8 @@ func checkClose(c *Close, amended bool) string {
 		return "undocumented kind"
 	case c.Initiator != SideTund && c.Initiator != SidePeer && c.Initiator != SideBoth:
 		return "initiator neither tund, peer nor both"
-	case (c.Initiator == SideBoth) != (c.Kind == KindSimultaneous):
-		return "initiator both for a close that is not simultaneous, or the other way"
+	case c.Kind == KindSimultaneous && c.Initiator != SideBoth:
+		return "a simultaneous close not started by both"
 	case len(c.Segments) > maxCloseSegments:
 		return "too many segments"
 	case c.Truncated && len(c.Segments) != maxCloseSegments:

@@ -117,6 +117,11 @@ func TestTraceLateSegmentsJoinTheirClose(t *testing.T) {
 	if n := p.st.CloseStats().Resets[ResetKey{"sent", ResetNoConnection}]; n != 1 {
 		t.Errorf("tund's RST for the late FIN counted %d times as no-connection", n)
 	}
+	// The peer sent its FIN before tund's RST reached it: they crossed.
+	closes := p.st.CloseStats().Closes
+	if recs[0].Initiator != SideBoth || closes[CloseKey{KindReset, SideBoth}] != 1 || closes[CloseKey{KindReset, SideTund}] != 0 {
+		t.Errorf("the crossed close: initiator %s, counted %v; want both, once", recs[0].Initiator, closes)
+	}
 
 	p.send(header.TCPFlagSyn, peerISS+100000, 0)
 	if synack := p.next(time.Second); synack.flags != header.TCPFlagSyn|header.TCPFlagAck {

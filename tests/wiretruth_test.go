@@ -159,12 +159,13 @@ func incarnations(segs []Segment) []*Conversation {
 
 // classify tells a connection's close from the wire alone, as tund's
 // records name it. A RST before both FINs are acknowledged makes it a
-// reset, started by the side of the first FIN or RST (a RST after that is
-// late). FINs that crossed (the second does not acknowledge the first) are
-// simultaneous, started by both. Otherwise the side of the first FIN
-// started it, and the close is three-way when the other side's first
-// segment acknowledging that FIN carries its FIN or data, four-way when it
-// is a pure ACK. ok is false for a connection that has not closed.
+// reset (a RST after that is late). FINs that crossed (the second does not
+// acknowledge the first) are simultaneous. Otherwise the close is three-way
+// when the other side's first segment acknowledging the first FIN carries
+// its FIN or data, four-way when it is a pure ACK. The initiator is the
+// side of the first FIN or RST, or both when the other side's first FIN or
+// RST crossed it: came after a RST, or does not acknowledge that FIN. ok
+// is false for a connection that has not closed.
 func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool) {
 	side := func(s Segment) int {
 		if s.Src.Addr() == tund {
@@ -172,46 +173,56 @@ func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool
 		}
 		return 1
 	}
-	names := [2]string{"tund", "peer"}
 	var (
 		finSent, finAcked [2]bool
 		fin               [2]uint32
-		firstSide         = -1
+		term              [2]*Segment // each side's first FIN or RST
+		done              bool        // the kind is decided; later segments are late
 	)
-	for _, s := range c.Segs {
+	for i, s := range c.Segs {
 		from, to := side(s), 1-side(s)
-		if s.Has(flagRST) {
-			if firstSide < 0 {
-				firstSide = from
-			}
-			return "reset", names[firstSide], true
+		if (s.Has(flagFIN) || s.Has(flagRST)) && term[from] == nil {
+			term[from] = &c.Segs[i]
 		}
-		if finSent[to] && !finAcked[to] && s.Has(flagACK) && s.Ack >= fin[to]+1 {
-			finAcked[to] = true
-			if to == firstSide && kind == "" {
-				kind = "four-way"
-				if s.Has(flagFIN) || s.Len > 0 {
-					kind = "three-way"
+		switch {
+		case done:
+		case s.Has(flagRST):
+			kind, done = "reset", true
+		default:
+			if finSent[to] && !finAcked[to] && s.Has(flagACK) && s.Ack >= fin[to]+1 {
+				finAcked[to] = true
+				if kind == "" {
+					kind = "four-way"
+					if s.Has(flagFIN) || s.Len > 0 {
+						kind = "three-way"
+					}
 				}
 			}
-		}
-		if s.Has(flagFIN) && !finSent[from] {
-			finSent[from], fin[from] = true, s.Seq+uint32(s.Len)
-			switch {
-			case firstSide < 0:
-				firstSide = from
-			case !finAcked[to]:
-				kind = "simultaneous"
+			if s.Has(flagFIN) && !finSent[from] {
+				finSent[from], fin[from] = true, s.Seq+uint32(s.Len)
+				if finSent[to] && !finAcked[to] {
+					kind = "simultaneous"
+				}
 			}
-		}
-		if finAcked[0] && finAcked[1] {
-			if kind == "simultaneous" {
-				return kind, "both", true
-			}
-			return kind, names[firstSide], true
+			done = finAcked[0] && finAcked[1]
 		}
 	}
-	return "", "", false
+	if !done {
+		return "", "", false
+	}
+	names := [2]string{"tund", "peer"}
+	a := 0
+	if term[0] == nil || term[1] != nil && term[1].T.Before(term[0].T) {
+		a = 1
+	}
+	first, other := term[a], term[1-a]
+	switch {
+	case other == nil:
+		return kind, names[a], true
+	case first.Has(flagRST), !other.Has(flagACK), other.Ack < first.Seq+uint32(first.Len)+1:
+		return kind, "both", true
+	}
+	return kind, names[a], true
 }
 
 // TestWireTruthCloses runs wrk with a new connection per request (tund's
