@@ -34,9 +34,10 @@ const (
 )
 
 // Sides of a connection, as Segment.From and Close.Initiator name them.
-// SideBoth is the initiator of a simultaneous close: each FIN left before
-// the other arrived (RFC 9293 §3.6, CLOSING), so neither end started it,
-// and neither end can tell which left first.
+// SideBoth is the initiator of a close whose two sides' first FINs or RSTs
+// crossed: each left before the other arrived (for FINs, RFC 9293 §3.6's
+// simultaneous close), so neither end started it, and neither end can tell
+// which left first (crossedBy).
 const (
 	SideTund = "tund"
 	SidePeer = "peer"
@@ -264,8 +265,9 @@ func (t *tracer) segment(f tcpFields, from string) {
 	closing := f.flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
 	if !closing && t.open.Load() == 0 {
 		// A SYN may start a new incarnation of a flow: a peer's may end a
-		// TIME-WAIT, and either side's ends a close that ended lately. A
-		// SYN takes the lock once per connection, no other segment does.
+		// TIME-WAIT, and either side's ends a close that ended lately. So
+		// SYNs take the lock (once each way per connection) while such
+		// closes are remembered; no other segment of a quiet flow does.
 		if f.flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0 {
 			return
 		}
@@ -408,7 +410,10 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 // anything crossed it: a RST is never answered (RFC 9293 §3.10.7.4), and
 // neither end sends more for a connection once it has read the other's
 // RST. A FIN or RST that does not acknowledge the first FIN had not seen
-// it. Segments a fault kept off the wire do not count.
+// it, unless it is the RST that answers that FIN for a connection its
+// sender does not have (no ACK, and the FIN's ACK field as its sequence
+// number, RFC 9293 §3.10.7.1). Segments a fault kept off the wire do not
+// count.
 func crossedBy(c *Close, seg Segment) bool {
 	if c.Initiator == SideBoth || seg.From == c.Initiator || !isTerm(seg) {
 		return false
@@ -429,10 +434,13 @@ func crossedBy(c *Close, seg Segment) bool {
 	if first == nil {
 		return false
 	}
-	if strings.Contains(first.Flags, "R") {
+	switch {
+	case strings.Contains(first.Flags, "R"):
 		return true
+	case strings.Contains(seg.Flags, "A"):
+		return !seqGE(seg.Ack, first.Seq+uint32(first.Len)+1)
 	}
-	return !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, first.Seq+uint32(first.Len)+1)
+	return !(strings.Contains(seg.Flags, "R") && strings.Contains(first.Flags, "A") && seg.Seq == first.Ack)
 }
 
 // isTerm reports a FIN or RST: a segment that ends a direction or all.

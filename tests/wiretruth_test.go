@@ -164,8 +164,9 @@ func incarnations(segs []Segment) []*Conversation {
 // when the other side's first segment acknowledging the first FIN carries
 // its FIN or data, four-way when it is a pure ACK. The initiator is the
 // side of the first FIN or RST, or both when the other side's first FIN or
-// RST crossed it: came after a RST, or does not acknowledge that FIN. ok
-// is false for a connection that has not closed.
+// RST crossed it: came after a RST, or does not acknowledge that FIN and
+// is not the RST that answers it (no ACK, sequence number = its ACK field).
+// ok is false for a connection that has not closed.
 func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool) {
 	side := func(s Segment) int {
 		if s.Src.Addr() == tund {
@@ -219,7 +220,11 @@ func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool
 	switch {
 	case other == nil:
 		return kind, names[a], true
-	case first.Has(flagRST), !other.Has(flagACK), other.Ack < first.Seq+uint32(first.Len)+1:
+	case first.Has(flagRST):
+		return kind, "both", true
+	case other.Has(flagACK) && other.Ack < first.Seq+uint32(first.Len)+1:
+		return kind, "both", true
+	case !other.Has(flagACK) && !(other.Has(flagRST) && first.Has(flagACK) && other.Seq == first.Ack):
 		return kind, "both", true
 	}
 	return kind, names[a], true
