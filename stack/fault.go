@@ -187,7 +187,9 @@ type faultEndpoint struct {
 	def    Faults
 	ports  map[uint16]Faults // per local port; fixed at start
 	follow bool              // some fault needs the flow table
-	lossIn bool              // some fault drops inbound segments
+	// lossIn, when set, is applied here: only when tracing is off, since
+	// the tracer applies it beneath itself (see lossIn).
+	lossIn *lossIn
 
 	pending   atomic.Int32 // len(flows), read without the lock
 	mu        sync.Mutex
@@ -196,17 +198,60 @@ type faultEndpoint struct {
 	closed    bool
 
 	tracer *tracer // nil when tracing is off
-	stats  FaultStats
+	stats  *FaultStats
 }
 
-func newFaultEndpoint(child stack.LinkEndpoint, def Faults, ports map[uint16]Faults, tr *tracer) *faultEndpoint {
-	e := &faultEndpoint{def: def, ports: ports, flows: make(map[flow]*faultFlow), tracer: tr}
+// newFaultEndpoint returns the fault layer over child. in is the loss-in
+// rule for it to apply (nil: none, or the tracer applies it); stats are
+// shared with that rule.
+func newFaultEndpoint(child stack.LinkEndpoint, def Faults, ports map[uint16]Faults, tr *tracer, in *lossIn, stats *FaultStats) *faultEndpoint {
+	e := &faultEndpoint{def: def, ports: ports, flows: make(map[flow]*faultFlow), tracer: tr, lossIn: in, stats: stats}
 	for _, f := range append([]Faults{def}, mapValues(ports)...) {
 		e.follow = e.follow || f.follows()
-		e.lossIn = e.lossIn || f.LossIn > 0
 	}
 	e.Init(child, e)
 	return e
+}
+
+// lossIn is the --loss-in rule: the chance of dropping each segment from
+// the peer, by tund's port. A dropped segment crossed the wire but never
+// reached the stack, so the tracer, which sits beneath the faults, applies
+// it before it traces anything: the segment is recorded as dropped and has
+// no effect on the close (it acknowledged nothing, it closed nothing).
+type lossIn struct {
+	def   float64
+	ports map[uint16]float64
+	stats *FaultStats
+}
+
+// newLossIn returns the rule of def and ports, or nil where no port loses.
+func newLossIn(def Faults, ports map[uint16]Faults, stats *FaultStats) *lossIn {
+	l := &lossIn{def: def.LossIn, stats: stats}
+	any := def.LossIn > 0
+	for port, f := range ports {
+		if l.ports == nil {
+			l.ports = map[uint16]float64{}
+		}
+		l.ports[port] = f.LossIn
+		any = any || f.LossIn > 0
+	}
+	if !any {
+		return nil
+	}
+	return l
+}
+
+// drop decides, and counts, whether to drop a segment from the peer.
+func (l *lossIn) drop(f tcpFields) bool {
+	p := l.def
+	if q, ok := l.ports[f.flow.localPort]; ok {
+		p = q
+	}
+	if p > 0 && rand.Float64() < p {
+		l.stats.add(FaultLossIn)
+		return true
+	}
+	return false
 }
 
 func mapValues[K comparable, V any](m map[K]V) []V {
@@ -227,7 +272,7 @@ func (e *faultEndpoint) faultsFor(localPort uint16) *Faults {
 // DeliverNetworkPacket drops inbound segments for loss-in, and notes peer
 // FINs that arrive after tund's: their ACK is the final ACK.
 func (e *faultEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if e.follow || e.lossIn {
+	if e.follow || e.lossIn != nil {
 		size := pkt.Data().Size()
 		if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
 			if f, ok := parseInbound(b, size); ok && !e.inbound(f) {
@@ -241,8 +286,7 @@ func (e *faultEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumbe
 // inbound reports whether to deliver a segment from the peer.
 func (e *faultEndpoint) inbound(f tcpFields) bool {
 	fa := e.faultsFor(f.flow.localPort)
-	if fa.LossIn > 0 && rand.Float64() < fa.LossIn {
-		e.struck(f, peerSide, FaultLossIn)
+	if e.lossIn != nil && e.lossIn.drop(f) {
 		return false
 	}
 	if f.flags&header.TCPFlagRst != 0 && e.pending.Load() > 0 {
@@ -394,12 +438,6 @@ func (e *faultEndpoint) delay(pkt *stack.PacketBuffer, d time.Duration) {
 	})
 }
 
-// struck counts an inbound drop and notes it in the close record.
-func (e *faultEndpoint) struck(f tcpFields, from side, fault string) {
-	e.stats.add(fault)
-	e.tracer.faulted(f, from, fault)
-}
-
 // Attach stops sending delayed segments when the stack detaches.
 func (e *faultEndpoint) Attach(d stack.NetworkDispatcher) {
 	if d == nil {
@@ -421,15 +459,15 @@ func (e *faultEndpoint) shutdown() {
 }
 
 // Stats returns the fault counters.
-func (e *faultEndpoint) Stats() *FaultStats { return &e.stats }
+func (e *faultEndpoint) Stats() *FaultStats { return e.stats }
 
-// faulted notes in a close record what a fault did to a segment of it.
-// tund's segment that a fault dropped or held is added when the stack
-// sent it, marked, with no state change: the peer never saw it, or sees it
+// faulted notes in a close record what a fault did to a segment of it,
+// marked, with no state change. tund's segment that a fault dropped or
+// held is added when the stack sent it: the peer never saw it, or sees it
 // later, when the tracer records it again as it crosses the wire. A peer's
-// segment that loss-in kept from the stack, which the tracer recorded as
-// it crossed, is marked. A FIN of tund's that is dropped or held before
-// the close has a record starts one.
+// segment that loss-in dropped is added as it crossed the wire: tund's
+// stack never saw it (the tracer applies loss-in before tracing). A FIN
+// dropped or held before the close has a record starts one.
 func (t *tracer) faulted(f tcpFields, from side, fault string) {
 	if t == nil {
 		return
@@ -443,11 +481,12 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 	defer t.mu.Unlock()
 	st := t.closes[f.flow]
 	if st == nil {
-		if from != tund || f.flags&header.TCPFlagFin == 0 || len(t.closes) >= maxOpenCloses {
+		if f.flags&header.TCPFlagFin == 0 || len(t.closes) >= maxOpenCloses {
 			return
 		}
 		local, remote := f.flow.addrs()
-		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: SideTund, Start: now}, sides: newCloseSides(now)}
+		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from.String(), Start: now}, sides: newCloseSides(now)}
+		st.rec.Segments = st.segs[:0]
 		st.deadline = now.Add(t.linger)
 		t.closes[f.flow] = st
 		t.open.Store(int32(len(t.closes)))
@@ -458,22 +497,11 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 		t.log.counters.finalACKLost.Add(1)
 	}
 	segs := st.rec.Segments
-	if from == peerSide {
-		// The tracer has recorded it already: mark the latest match.
-		for i := len(segs) - 1; i >= 0; i-- {
-			s := &segs[i]
-			if s.From == from.String() && s.Seq == f.seq && s.Ack == f.ack && s.Len == f.payloadLen && s.Flags == flagString(f.flags) {
-				s.Fault = fault
-				return
-			}
-		}
-		return
-	}
 	if len(segs) >= maxCloseSegments {
 		st.rec.Truncated = true
 		return
 	}
-	st.rec.Segments = append(segs, Segment{At: now, From: SideTund, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen, Fault: fault})
+	st.rec.Segments = append(segs, Segment{At: now, From: from.String(), Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen, Fault: fault})
 	st.rec.End = now
 }
 

@@ -110,7 +110,8 @@ func TestFaultDelayFIN(t *testing.T) {
 func TestFaultLoss(t *testing.T) {
 	// The handshake could not pass a certain loss: the decisions are
 	// tested on their own.
-	e := newFaultEndpoint(channel.New(1, 1500, ""), Faults{LossIn: 1}, map[uint16]Faults{8: {LossOut: 1}}, nil)
+	def, ports, stats := Faults{LossIn: 1}, map[uint16]Faults{8: {LossOut: 1}}, new(FaultStats)
+	e := newFaultEndpoint(channel.New(1, 1500, ""), def, ports, nil, newLossIn(def, ports, stats), stats)
 	f := tcpFields{flow: flow{localPort: 7}, flags: header.TCPFlagAck}
 	if e.inbound(f) {
 		t.Error("loss-in 1 delivered a segment")

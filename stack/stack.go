@@ -100,7 +100,9 @@ type Stack struct {
 	addrs  []netip.Addr
 	merge  *mergeEndpoint
 	faults *faultEndpoint // nil when no fault is set
-	tw     *timeWaitTable // nil with FullTimeWait or no TIME-WAIT
+	// faultStats count the faults, whichever layer applied them.
+	faultStats *FaultStats
+	tw         *timeWaitTable // nil with FullTimeWait or no TIME-WAIT
 	// listening are the ports with a listener: their connections' TIME-WAIT
 	// goes to tw.
 	listening *portSet
@@ -134,20 +136,24 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	// The tracer sits just above the device (and the inline and pcap
 	// endpoints), beneath the merge: it records what the wire sees.
 	closes := newCloseLog()
+	faultStats := new(FaultStats)
+	dropIn := newLossIn(c.Faults, c.PortFaults, faultStats)
 	var tr *tracer
 	if !c.NoTrace {
 		tr = newTracer(link, traceConfig{
 			linger:    closeLinger,
 			timeWait:  2 * c.MSL,
 			rstCloses: c.TimeWaitRSTCloses,
+			lossIn:    dropIn,
 		}, closes)
 		link = tr
+		dropIn = nil // applied by the tracer, beneath what it traces
 	}
 	// Faults act beneath the merge, on what would go on the wire, and
 	// above the tracer, which notes what they take away.
 	var faults *faultEndpoint
 	if !c.Faults.IsZero() || len(c.PortFaults) > 0 {
-		faults = newFaultEndpoint(link, c.Faults, c.PortFaults, tr)
+		faults = newFaultEndpoint(link, c.Faults, c.PortFaults, tr, dropIn, faultStats)
 		link = faults
 	}
 	// The compact TIME-WAIT answers late segments beneath the stack, and
@@ -213,7 +219,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, tw: tw, listening: listening, tracer: tr, inline: inline, closes: closes, maxConns: c.MaxConns}, nil
+	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, faultStats: faultStats, tw: tw, listening: listening, tracer: tr, inline: inline, closes: closes, maxConns: c.MaxConns}, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -268,12 +274,7 @@ func (s *Stack) Refused() uint64 { return s.refused.Load() }
 func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
 
 // FaultStats returns the counters of the injected faults.
-func (s *Stack) FaultStats() *FaultStats {
-	if s.faults == nil {
-		return &FaultStats{}
-	}
-	return s.faults.Stats()
-}
+func (s *Stack) FaultStats() *FaultStats { return s.faultStats }
 
 // TimeWaitStats returns the counters of the compact TIME-WAIT table (all
 // zero with FullTimeWait).

@@ -179,6 +179,7 @@ type tracer struct {
 	linger    time.Duration // how long a close with no segment is followed
 	timeWait  time.Duration // 2 x MSL
 	rstCloses bool          // a RST ends TIME-WAIT (--time-wait-rst close)
+	lossIn    *lossIn       // --loss-in, applied here, before tracing (nil: none)
 
 	log *closeLog
 	// stack tells whether an endpoint still exists; set before the NIC is
@@ -192,12 +193,13 @@ type traceConfig struct {
 	linger    time.Duration
 	timeWait  time.Duration
 	rstCloses bool
+	lossIn    *lossIn
 }
 
 func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
 	t := &tracer{
 		closes: make(map[flow]*closeState), timeWaits: newFlowMap[timeWait](), ended: newFlowMap[endedClose](), sweepAt: 256,
-		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, log: log, stop: make(chan struct{}),
+		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, lossIn: c.lossIn, log: log, stop: make(chan struct{}),
 	}
 	t.Init(child, t)
 	go t.sweeper()
@@ -239,6 +241,10 @@ func (t *tracer) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt 
 	if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
 		if f, ok := parseInbound(b, size); ok {
 			t.log.counters.segments[peerSide].Add(1)
+			if t.lossIn != nil && t.lossIn.drop(f) {
+				t.faulted(f, peerSide, FaultLossIn)
+				return // on the wire, never in the stack
+			}
 			t.segment(f, SidePeer)
 		}
 	}

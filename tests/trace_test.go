@@ -22,12 +22,14 @@ type closeRecord struct {
 	ACKRetransmits int    `json:"ack_retransmits"`
 	FinalACKLost   bool   `json:"final_ack_lost"`
 	Segments       []struct {
-		From  string
-		Flags string
-		Seq   uint32
-		Ack   uint32
-		Len   int
-		Fault string
+		From      string
+		Flags     string
+		Seq       uint32
+		Ack       uint32
+		Len       int
+		Fault     string
+		TundState string `json:"tund_state"`
+		PeerState string `json:"peer_state"`
 	}
 }
 

@@ -312,3 +312,81 @@ func mergeKeys(a, b map[string]float64) map[string]bool {
 	}
 	return keys
 }
+
+// TestWireTruthLossIn: 120 small echoes through --loss-in 20% on one port.
+// A segment that loss-in drops crossed the wire but never reached tund's
+// stack: it is recorded, marked, with no effect on the close (once, a
+// dropped ACK of tund's FIN ended the record, which the stack was still
+// in LAST-ACK). So no marked segment changes a state, there is one record
+// per connection on the wire, and none is a phantom close (the stack's
+// next retransmission opening a second record, filed as a FIN-WAIT-2
+// timeout) or unfinished.
+func TestWireTruthLossIn(t *testing.T) {
+	ns := newNS(t)
+	startTund(t, ns, "--serve", "echo:7007/loss-in=0.2")
+	before := closeCounts(t, ns)
+	cap := capture(t, ns, "tund0", "tcp port 7007")
+	const conns, parallel = 120, 12
+	errs := make(chan error, conns)
+	sem := make(chan struct{}, parallel)
+	for i := 0; i < conns; i++ {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			out, err := ns.Run("sh", "-c", "printf hello | timeout 30 nc -N "+stackV4+" 7007")
+			if err == nil && out != "hello" {
+				err = fmt.Errorf("echo returned %q", out)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < conns; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("an echo through 20%% loss-in: %v", err)
+		}
+	}
+	segs := cap.Stop()
+	streams := float64(len(incarnations(segs)))
+	var got map[string]float64
+	sum := func() (n float64) {
+		got = map[string]float64{}
+		for k, v := range closeCounts(t, ns) {
+			if d := v - before[k]; d != 0 {
+				got[k] = d
+				n += d
+			}
+		}
+		return n
+	}
+	// The last closes end when their final ACK gets through the loss.
+	for deadline := time.Now().Add(15 * time.Second); sum() < streams && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	}
+	dropped := metricSum(t, ns, "tund_faults_total", `fault="loss-in"`)
+	t.Logf("%v connections on the wire, loss-in dropped %v segments; closes: %v", streams, dropped, got)
+	if n := sum(); n != streams {
+		t.Errorf("%v close records for %v connections on the wire", n, streams)
+	}
+	for k, v := range got {
+		if strings.HasPrefix(k, "fin-wait2-timeout/") || strings.HasPrefix(k, "unfinished/") {
+			t.Errorf("%v closes of kind %s: phantom records of segments the stack never got", v, k)
+		}
+	}
+	if dropped == 0 {
+		t.Error("loss-in dropped nothing: the test proves nothing")
+	}
+	marked := 0
+	for _, r := range closeRecords(t, ns) {
+		for _, s := range r.Segments {
+			if s.Fault != "loss-in" {
+				continue
+			}
+			marked++
+			if s.TundState != "" || s.PeerState != "" {
+				t.Errorf("a segment loss-in dropped moved the close (tund to %q, peer to %q): %+v", s.TundState, s.PeerState, r)
+			}
+		}
+	}
+	if marked == 0 {
+		t.Error("no segment of a close was dropped: the test proves nothing about records")
+	}
+}
