@@ -16,9 +16,12 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 	const width = 52
 	left := "tund " + c.Local.String()
 	right := "peer " + c.Remote.String()
-	if c.Initiator == stack.SideBoth {
+	switch {
+	case c.Initiator == stack.SideBoth && c.Kind == stack.KindSimultaneous:
 		fmt.Fprintf(w, "%s close, the FINs crossed", c.Kind)
-	} else {
+	case c.Initiator == stack.SideBoth:
+		fmt.Fprintf(w, "%s close, the two sides' first FIN or RST crossed", c.Kind)
+	default:
 		fmt.Fprintf(w, "%s close, started by %s", c.Kind, c.Initiator)
 	}
 	if c.ResetBy != "" {

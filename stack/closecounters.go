@@ -70,20 +70,6 @@ func (c *closeCounters) countClose(kind, initiator string) {
 	c.mu.Unlock()
 }
 
-// moveClose moves one close of kind, counted as started by from, to to.
-func (c *closeCounters) moveClose(kind, from, to string) {
-	if k, i := indexOf(kindNames[:], kind), indexOf(initiators[:], from); k >= 0 && i >= 0 {
-		c.closes[k][i].Add(^uint64(0))
-	} else {
-		c.mu.Lock()
-		if c.otherClose != nil {
-			c.otherClose[CloseKey{kind, from}]--
-		}
-		c.mu.Unlock()
-	}
-	c.countClose(kind, to)
-}
-
 // countReset counts a RST that from sent (SideTund: "sent").
 func (c *closeCounters) countReset(from side, reason string) {
 	dir := 1

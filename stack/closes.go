@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // recentCloses is how many close records the stack keeps for /closes.
@@ -94,8 +95,15 @@ func newCloseLog() *closeLog {
 // own lock, so that a TIME-WAIT entry can name it before it is filed.
 func (l *closeLog) newID() uint64 { return l.lastID.Add(1) }
 
-// add files a finished record.
+// add files a finished record and counts it.
 func (l *closeLog) add(c *Close) {
+	l.file(c)
+	l.counters.countClose(c.Kind, c.Initiator)
+}
+
+// file files a finished record without counting it: the tracer counts a
+// close whose initiator may still change (crossDue) once it is final.
+func (l *closeLog) file(c *Close) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.ring) < recentCloses {
@@ -104,7 +112,6 @@ func (l *closeLog) add(c *Close) {
 		l.ring[l.next] = c
 		l.next = (l.next + 1) % recentCloses
 	}
-	l.counters.countClose(c.Kind, c.Initiator)
 	l.publishLocked(c)
 }
 
@@ -154,7 +161,12 @@ func (s *Stack) Closes() []*Close {
 }
 
 // CloseStats returns a copy of the close path's counters.
-func (s *Stack) CloseStats() CloseStats { return s.closes.counters.snapshot() }
+func (s *Stack) CloseStats() CloseStats {
+	if s.tracer != nil {
+		s.tracer.countDue(time.Now())
+	}
+	return s.closes.counters.snapshot()
+}
 
 // Tracing reports whether the close tracer runs (Config.NoTrace unset): the
 // records, and the counts taken off the wire, exist only then.

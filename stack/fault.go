@@ -472,6 +472,10 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 	if t == nil {
 		return
 	}
+	if fault == FaultDropFinalACK {
+		// Lost as surely as on the wire: the peer will send its FIN again.
+		t.log.counters.finalACKLost.Add(1)
+	}
 	closing := f.flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
 	if !closing && t.open.Load() == 0 {
 		return
@@ -492,9 +496,7 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 		t.open.Store(int32(len(t.closes)))
 	}
 	if fault == FaultDropFinalACK {
-		// Lost as surely as on the wire: the peer will send its FIN again.
 		st.rec.FinalACKLost = true
-		t.log.counters.finalACKLost.Add(1)
 	}
 	segs := st.rec.Segments
 	if len(segs) >= maxCloseSegments {

@@ -133,14 +133,27 @@ type closeState struct {
 // remembered for lateWindow so that a FIN or RST still on its way (a RST
 // crossing tund's, a retransmission in flight, tund's answer to it) is
 // added to its record instead of starting a close of its own.
+//
+// A close that the other side could still cross (a reset before that side
+// sent a FIN or RST: see crossedBy) is counted only once its initiator is
+// final: when that side's first FIN or RST comes, or crossWindow after the
+// close, so that the counter never has to go back.
 type endedClose struct {
-	id      uint64 // the filed record
-	expires int64  // monotonic nanoseconds (monoOf)
+	id        uint64 // the filed record
+	expires   int64  // monotonic nanoseconds (monoOf)
+	countDue  int64  // when it is counted as it is; 0: counted
+	kind      uint8  // index in kindNames
+	initiator uint8  // index in initiators
 }
 
 // lateWindow is how long a close that ended takes late segments: a few
-// round trips and retransmission timeouts of a local path.
-const lateWindow = 3 * time.Second
+// round trips and retransmission timeouts of a local path. crossWindow is
+// how long a crossing FIN or RST may take to arrive: a round trip and the
+// time tund takes to read a segment under load.
+const (
+	lateWindow  = 3 * time.Second
+	crossWindow = 500 * time.Millisecond
+)
 
 // timeWait is a finished close whose tund side is in TIME-WAIT: enough to
 // recognize a replayed FIN (the final ACK was lost) and reopen the record.
@@ -172,9 +185,11 @@ type tracer struct {
 	closes  map[flow]*closeState
 	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
 	timeWaits flowMap[timeWait]
-	// ended are the other closes that ended, for lateWindow.
+	// ended are the other closes that ended, for lateWindow; due lists
+	// those not yet counted, oldest first.
 	ended     flowMap[endedClose]
 	nEnded    atomic.Int32 // ended.len(), read without the lock
+	due       []flow
 	sweepAt   int
 	linger    time.Duration // how long a close with no segment is followed
 	timeWait  time.Duration // 2 x MSL
@@ -287,8 +302,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 	st := t.closes[f.flow]
 	if f.flags&header.TCPFlagSyn != 0 && t.ended.len() > 0 {
 		// A new incarnation: the close that ended takes no more segments.
-		t.ended.delete(f.flow)
-		t.nEnded.Store(int32(t.ended.len()))
+		t.forgetEnded(f.flow)
 	}
 	if st == nil && !closing && (from == SideTund || f.flags&header.TCPFlagSyn == 0) {
 		// A segment of a flow that is not closing, while others are: only
@@ -303,17 +317,19 @@ func (t *tracer) segment(f tcpFields, from string) {
 		var handled bool
 		st, amended, handled = t.timeWaitSegment(f, now)
 		if handled {
-			t.mu.Unlock()
 			if amended != nil {
 				t.log.amend(amended)
 			}
+			t.mu.Unlock()
 			return
 		}
 	}
 	if st == nil && closing && t.ended.len() > 0 {
-		if rec := t.lateSegment(f, from, reason, now); rec != nil {
+		if rec, late := t.lateSegment(f, from, reason, now); late {
+			if rec != nil {
+				t.log.amend(rec)
+			}
 			t.mu.Unlock()
-			t.log.amend(rec)
 			return
 		}
 	}
@@ -352,6 +368,17 @@ func (t *tracer) segment(f tcpFields, from string) {
 			st.rec.ID = t.log.newID()
 			filed = &st.rec
 		}
+		// Filed under the lock: a late segment on another goroutine must
+		// find the record (the lock order, tracer then log, is sweepLocked's).
+		pending := filed != nil && t.ended.len() < maxOpenCloses && st.canBeCrossed()
+		switch {
+		case pending:
+			t.log.file(filed)
+		case filed != nil:
+			t.log.add(filed)
+		case amended != nil:
+			t.log.amend(amended)
+		}
 		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && t.timeWaits.len() < maxOpenCloses {
 			t.timeWaits.set(f.flow, timeWait{
 				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
@@ -359,54 +386,123 @@ func (t *tracer) segment(f tcpFields, from string) {
 			})
 			t.waiting.Store(int32(t.timeWaits.len()))
 		} else if t.ended.len() < maxOpenCloses {
-			t.ended.set(f.flow, endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow))})
+			t.forgetEnded(f.flow) // counts a close of an earlier incarnation
+			e := endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow))}
+			if pending {
+				e.countDue = monoOf(now.Add(crossWindow))
+				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
+				e.initiator = uint8(max(indexOf(initiators[:], st.rec.Initiator), 0))
+				t.due = append(t.due, f.flow)
+			}
+			t.ended.set(f.flow, e)
 			t.nEnded.Store(int32(t.ended.len()))
 		}
 	}
 	t.mu.Unlock()
-	switch {
-	case filed != nil:
-		t.log.add(filed)
-	case amended != nil:
-		t.log.amend(amended)
+}
+
+// canBeCrossed reports whether a FIN or RST of the side that did not start
+// the close could still come and cross its first (crossedBy): that side
+// has sent neither yet (read off the state, not the record, which may be
+// truncated).
+func (st *closeState) canBeCrossed() bool {
+	c := &st.rec
+	if c.Initiator == SideBoth {
+		return false
+	}
+	other := sideOf(c.Initiator).other()
+	return !st.sides.finSent[other] && c.ResetBy != other.String()
+}
+
+// offWire reports a segment of tund's that a fault dropped or held: it was
+// not on the wire then (a held one is recorded again when it leaves).
+func offWire(s Segment) bool { return s.Fault != "" && s.From == SideTund }
+
+// countEnded counts a close that waited for its initiator to be final.
+func (t *tracer) countEnded(e *endedClose) {
+	if e.countDue != 0 {
+		t.log.counters.countClose(kindNames[e.kind], initiators[e.initiator])
+		e.countDue = 0
 	}
 }
 
-// lateSegment adds a FIN or RST of a close that ended less than lateWindow
-// ago to that close's record, and returns the amended copy; nil if the
-// flow has no such close (the segment may start a close of its own).
-func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.Time) *Close {
+// forgetEnded forgets the ended close of fl, if any, counting it first.
+func (t *tracer) forgetEnded(fl flow) {
+	if e, ok := t.ended.get(fl); ok {
+		t.countEnded(&e)
+		t.ended.delete(fl)
+		t.nEnded.Store(int32(t.ended.len()))
+	}
+}
+
+// countDue counts the ended closes whose crossWindow is over.
+func (t *tracer) countDue(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.countDueLocked(now)
+}
+
+func (t *tracer) countDueLocked(now time.Time) {
+	n := 0
+	for ; n < len(t.due); n++ {
+		fl := t.due[n]
+		e, ok := t.ended.get(fl)
+		if !ok || e.countDue == 0 {
+			continue // counted when it was forgotten or decided
+		}
+		if monoOf(now) < e.countDue {
+			break
+		}
+		t.countEnded(&e)
+		t.ended.set(fl, e)
+	}
+	t.due = t.due[n:]
+}
+
+// lateSegment takes a FIN or RST of a close that ended less than
+// lateWindow ago: late reports that it did, and rec is that close's record
+// with the segment added, to amend (nil when the log no longer keeps it: the
+// segment is late all the same, not a close of its own). While the close
+// waits for its initiator to be final, the other side's first FIN or RST
+// decides it (crossedBy), and the close is counted.
+func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.Time) (rec *Close, late bool) {
 	e, ok := t.ended.get(f.flow)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	if monoOf(now) > e.expires || f.flags&header.TCPFlagSyn != 0 {
-		t.ended.delete(f.flow)
-		t.nEnded.Store(int32(t.ended.len()))
-		return nil
+		t.forgetEnded(f.flow)
+		return nil, false
 	}
 	if reason != "" {
 		t.log.counters.countReset(sideOf(from), reason)
 	}
-	base := t.log.record(e.id)
-	if base == nil {
-		return nil // the log no longer keeps it: a record of its own
+	if base := t.log.record(e.id); base != nil {
+		c := *base
+		c.Segments = append([]Segment(nil), base.Segments...)
+		rec = &c
 	}
-	rec := *base
-	rec.Segments = append([]Segment(nil), base.Segments...)
-	if len(rec.Segments) < maxCloseSegments {
-		seg := Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
-		rec.Segments = append(rec.Segments, seg)
-		if crossedBy(&rec, seg) {
-			// Filed and counted as started by one side: count it again.
-			t.log.counters.moveClose(rec.Kind, rec.Initiator, SideBoth)
-			rec.Initiator = SideBoth
+	if monoOf(now) >= e.countDue && e.countDue != 0 {
+		t.countEnded(&e) // its cross window is over: as it is
+	}
+	seg := Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+	if rec != nil {
+		if len(rec.Segments) < maxCloseSegments {
+			rec.Segments = append(rec.Segments, seg)
+			if e.countDue != 0 && crossedBy(rec, seg) {
+				rec.Initiator = SideBoth
+				e.initiator = uint8(indexOf(initiators[:], SideBoth))
+			}
+		} else {
+			rec.Truncated = true
 		}
-	} else {
-		rec.Truncated = true
+		rec.End = now
 	}
-	rec.End = now
-	return &rec
+	if e.countDue != 0 && from != initiators[e.initiator] {
+		t.countEnded(&e) // the other side has spoken: the initiator is final
+	}
+	t.ended.set(f.flow, e)
+	return rec, true
 }
 
 // crossedBy reports whether seg, just added to c, is the first FIN or RST
@@ -418,8 +514,8 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 // RST. A FIN or RST that does not acknowledge the first FIN had not seen
 // it, unless it is the RST that answers that FIN for a connection its
 // sender does not have (no ACK, and the FIN's ACK field as its sequence
-// number, RFC 9293 §3.10.7.1). Segments a fault kept off the wire do not
-// count.
+// number, RFC 9293 §3.10.7.1). tund's segments that a fault kept off the
+// wire do not count; a peer's that loss-in dropped do (they crossed it).
 func crossedBy(c *Close, seg Segment) bool {
 	if c.Initiator == SideBoth || seg.From == c.Initiator || !isTerm(seg) {
 		return false
@@ -427,7 +523,7 @@ func crossedBy(c *Close, seg Segment) bool {
 	var first *Segment
 	for i := range c.Segments[:len(c.Segments)-1] {
 		s := &c.Segments[i]
-		if s.Fault != "" || !isTerm(*s) {
+		if offWire(*s) || !isTerm(*s) {
 			continue
 		}
 		if s.From == seg.From {
@@ -680,8 +776,10 @@ func (t *tracer) sweepLocked(now time.Time) {
 		}
 		return true
 	})
+	t.countDueLocked(now)
 	t.ended.all(func(fl flow, e endedClose) bool {
 		if monoOf(now) > e.expires {
+			t.countEnded(&e)
 			t.ended.delete(fl)
 		}
 		return true
