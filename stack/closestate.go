@@ -97,6 +97,9 @@ type closeSides struct {
 	// first marks a side whose FIN left before the other's arrived; both
 	// are first in a simultaneous close.
 	first [2]bool
+	// carried marks a side whose FIN was first acknowledged by a segment
+	// with a FIN or data (three-way), not by a pure ACK (four-way).
+	carried [2]bool
 }
 
 func newCloseSides(now time.Time) closeSides {
@@ -169,6 +172,7 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 			eff.ackRetx = f.flags == header.TCPFlagAck && f.payloadLen == 0
 		} else {
 			cs.finAcked[to] = true
+			cs.carried[to] = f.flags&header.TCPFlagFin != 0 || f.payloadLen > 0
 			cs.move(to, &onFINAcked, now, &eff)
 		}
 	}

@@ -737,18 +737,13 @@ func (st *closeState) kind() string {
 	}
 	// Four-way if the first FIN was acknowledged by a pure ACK of its own;
 	// three-way if the acknowledgement rode on the second FIN (or on data
-	// that preceded it).
-	second, firstFIN := SidePeer, s.fin[tund]
+	// that preceded it). Read off the state, which saw every segment the
+	// record may have had no room for.
+	first := tund
 	if s.first[peerSide] {
-		second, firstFIN = SideTund, s.fin[peerSide]
+		first = peerSide
 	}
-	for _, seg := range st.rec.Segments {
-		if seg.From != second || seg.Fault != "" || !strings.Contains(seg.Flags, "A") || !seqGE(seg.Ack, firstFIN+1) {
-			continue
-		}
-		if seg.Len == 0 && !strings.Contains(seg.Flags, "F") {
-			return KindFourWay
-		}
+	if s.carried[first] {
 		return KindThreeWay
 	}
 	return KindFourWay

@@ -7,6 +7,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 )
 
 // awaitClose returns the first close record, waiting for it up to 3 s.
@@ -144,6 +145,35 @@ func ladders(recs []*Close) []string {
 		l = append(l, ladder(c))
 	}
 	return l
+}
+
+// TestTraceKindPastTruncation: a record keeps its first 48 segments, but
+// the kind comes from the whole close. Here tund's FIN is followed by 60
+// data segments from the peer (a half-close) before the peer's FIN|ACK
+// acknowledges it: a three-way close, whose deciding segment the record
+// had no room for.
+func TestTraceKindPastTruncation(t *testing.T) {
+	log := newCloseLog()
+	tr := newTracer(channel.New(1, 1500, ""), traceConfig{linger: time.Hour}, log)
+	defer tr.Close()
+	fl := flow{localPort: 80, remotePort: 40000}
+	seg := func(from string, flags header.TCPFlags, seq, ack uint32, n int) {
+		tr.segment(tcpFields{flow: fl, flags: flags, seq: seq, ack: ack, payloadLen: n}, from)
+	}
+	const A, F = header.TCPFlagAck, header.TCPFlagFin | header.TCPFlagAck
+	seg(SideTund, F, 100, 500, 0)
+	for i := uint32(0); i < 60; i++ {
+		seg(SidePeer, A, 500+10*i, 100, 10) // data, not yet acknowledging tund's FIN
+	}
+	seg(SidePeer, F, 1100, 101, 0)
+	seg(SideTund, A, 101, 1101, 0)
+	recs := (&Stack{closes: log}).Closes()
+	if len(recs) != 1 || !recs[0].Truncated || recs[0].Kind != KindThreeWay {
+		t.Fatalf("want one truncated three-way close, got %d: %v", len(recs), ladders(recs))
+	}
+	if recs[0].Kind != KindThreeWay {
+		t.Errorf("kind %s, want three-way", recs[0].Kind)
+	}
 }
 
 // awaitRecord returns the next record from ch, waiting up to 3 s.

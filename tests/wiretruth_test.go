@@ -390,3 +390,64 @@ func TestWireTruthLossIn(t *testing.T) {
 		t.Error("no segment of a close was dropped: the test proves nothing about records")
 	}
 }
+
+// TestWireTruthFinalACK: 40 daytime closes with --drop-final-ack once. On
+// the wire each client's FIN goes out twice (tund's first final ACK never
+// left), and tund ACKs once, from TIME-WAIT. tund's counters must say the
+// same: final ACKs lost, the peer's FINs sent again, and no ACK of tund's
+// counted as sent again (the dropped one was never on the wire).
+func TestWireTruthFinalACK(t *testing.T) {
+	ns := newNS(t)
+	startTund(t, ns, "--serve", "daytime:1313/drop-final-ack=once")
+	read := func() [3]float64 {
+		return [3]float64{
+			metricSum(t, ns, "tund_tcp_final_ack_lost_total"),
+			metricSum(t, ns, "tund_tcp_close_retransmits_total", `side="peer"`, `segment="FIN"`),
+			metricSum(t, ns, "tund_tcp_close_retransmits_total", `side="tund"`, `segment="ACK"`),
+		}
+	}
+	before := read()
+	cap := capture(t, ns, "tund0", "tcp port 1313")
+	const conns = 40
+	for i := 0; i < conns; i++ {
+		ns.MustRun("nc", stackV4, "1313")
+	}
+	// Each client sends its FIN again after its RTO; the counts settle
+	// when the last one has been ACKed.
+	var got [3]float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		after := read()
+		got = [3]float64{after[0] - before[0], after[1] - before[1], after[2] - before[2]}
+		if got[1] >= conns || time.Now().After(deadline) {
+			break
+		}
+	}
+	segs := cap.Stop()
+	again, tundACKs := 0, 0
+	for _, c := range incarnations(segs) {
+		fins := 0
+		for _, s := range c.Segs {
+			if !c.FromServer(s) && s.Has(flagFIN) {
+				fins++
+			}
+		}
+		if fins > 1 {
+			again += fins - 1
+		}
+		cf := c.firstFIN(false)
+		for _, s := range c.Segs[max(cf, 0):] {
+			if cf >= 0 && c.FromServer(s) && s.PureACK() && s.Ack == c.Segs[cf].Seq+uint32(c.Segs[cf].Len)+1 {
+				tundACKs++
+			}
+		}
+	}
+	t.Logf("the capture: %d FINs sent again by the clients, %d ACKs of them by tund; tund: final ACK lost %v, peer FINs again %v, tund ACKs again %v",
+		again, tundACKs, got[0], got[1], got[2])
+	if again != conns || tundACKs != conns {
+		t.Errorf("on the wire %d FINs again and %d ACKs for %d closes, want one each per close", again, tundACKs, conns)
+	}
+	if got != [3]float64{float64(again), float64(again), 0} {
+		t.Errorf("tund counted final ACKs lost %v, peer FINs sent again %v, its own ACKs sent again %v; the wire shows %d, %d, 0",
+			got[0], got[1], got[2], again, again)
+	}
+}
