@@ -102,7 +102,7 @@ func (l *closeLog) add(c *Close) {
 }
 
 // file files a finished record without counting it: the tracer counts a
-// close whose initiator may still change (crossDue) once it is final.
+// close whose initiator may still change (endedClose.countDue) once it is final.
 func (l *closeLog) file(c *Close) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -94,12 +94,61 @@ type closeSides struct {
 	fin      [2]uint32    // sequence number of each side's FIN
 	finSent  [2]bool
 	finAcked [2]bool
-	// first marks a side whose FIN left before the other's arrived; both
-	// are first in a simultaneous close.
-	first [2]bool
 	// carried marks a side whose FIN was first acknowledged by a segment
 	// with a FIN or data (three-way), not by a pure ACK (four-way).
 	carried [2]bool
+	// term marks a side that has sent a FIN or RST; lead is the first of
+	// them, and crossed is set when the other side's first FIN or RST
+	// crossed it (for FINs, a simultaneous close).
+	term    [2]bool
+	lead    leadSegment
+	crossed bool
+}
+
+// leadSegment is what the crossing rule needs of a close's first FIN or
+// RST.
+type leadSegment struct {
+	from   side
+	rst    bool
+	hasAck bool
+	finEnd uint32 // the ACK that acknowledges it, for a FIN
+	ack    uint32
+}
+
+// crossedBy reports whether f, the first FIN or RST of the side that did
+// not send l, crossed l: it left before l arrived, so the wire order at
+// tund's end says nothing of who started (the close's initiator is then
+// SideBoth). After a RST anything crossed it: a RST is never answered
+// (RFC 9293 §3.10.7.4), and neither end sends more for a connection once it
+// has read the other's RST. A FIN or RST that does not acknowledge l's FIN
+// had not seen it, unless it is the RST that answers that FIN for a
+// connection its sender does not have (no ACK, and the FIN's ACK field as
+// its sequence number, RFC 9293 §3.10.7.1).
+func (l leadSegment) crossedBy(f tcpFields) bool {
+	switch {
+	case l.rst:
+		return true
+	case f.flags&header.TCPFlagAck != 0:
+		return !seqGE(f.ack, l.finEnd)
+	}
+	return !(f.flags&header.TCPFlagRst != 0 && l.hasAck && f.seq == l.ack)
+}
+
+// noteTerm follows the sides' first FINs and RSTs for the crossing rule and
+// reports whether f crossed the lead. It is told of every such segment that
+// crossed the wire, including a peer's that loss-in kept from the stack.
+func (cs *closeSides) noteTerm(f tcpFields, from side) bool {
+	if f.flags&(header.TCPFlagFin|header.TCPFlagRst) == 0 || cs.term[from] {
+		return false
+	}
+	cs.term[from] = true
+	if !cs.term[from.other()] {
+		cs.lead = leadSegment{from: from, rst: f.flags&header.TCPFlagRst != 0, hasAck: f.flags&header.TCPFlagAck != 0,
+			finEnd: f.seq + uint32(f.payloadLen) + 1, ack: f.ack}
+		return false
+	}
+	cs.crossed = cs.lead.crossedBy(f)
+	return cs.crossed
 }
 
 func newCloseSides(now time.Time) closeSides {
@@ -119,7 +168,10 @@ type segmentEffects struct {
 	n       int
 	finRetx bool // a FIN sent again
 	ackRetx bool // a pure ACK of a FIN that the sender had already acknowledged
-	crossed bool // a FIN that does not acknowledge the other side's, seen first
+	crossed bool // the first FIN or RST of its side, which crossed the lead
+	// skippedCloseWait: the sender's FIN crossed one that the tracer saw
+	// first; it was never in the CLOSE-WAIT that the tracer had guessed.
+	skippedCloseWait bool
 }
 
 func (e *segmentEffects) add(c stateChange) {
@@ -155,7 +207,7 @@ func (cs *closeSides) set(s side, to tcpState, now time.Time, eff *segmentEffect
 
 // apply follows one segment sent by from. A RST closes both sides.
 func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffects {
-	var eff segmentEffects
+	eff := segmentEffects{crossed: cs.noteTerm(f, from)}
 	to := from.other()
 	if f.flags&header.TCPFlagRst != 0 {
 		for _, s := range [2]side{tund, peerSide} {
@@ -182,23 +234,16 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 			eff.finRetx = cs.fin[from] == finSeq
 		} else {
 			cs.fin[from], cs.finSent[from] = finSeq, true
-			switch {
-			case !cs.finSent[to]:
-				cs.first[from] = true
-			case !cs.finAcked[to]:
-				// This FIN does not acknowledge the other one: they crossed,
-				// and from sent it before the other reached its stack (the
-				// tracer sees a FIN arrive before the stack reads it). So
-				// from was never in CLOSE-WAIT: it went from ESTABLISHED to
+			if eff.crossed && cs.state[from] == stCloseWait {
+				// from sent this FIN before the other reached its stack (the
+				// tracer sees a FIN arrive before the stack reads it), so it
+				// was never in CLOSE-WAIT: it went from ESTABLISHED to
 				// FIN-WAIT-1, and to CLOSING on the other FIN, at once.
-				cs.first[from], cs.first[to] = true, true
-				if cs.state[from] == stCloseWait {
-					eff.crossed = true
-					eff.add(stateChange{side: from, from: stEstablished, to: stClosing, since: cs.since[from]})
-					cs.state[from], cs.since[from] = stClosing, now
-					cs.move(to, &onFINReceived, now, &eff)
-					return eff
-				}
+				eff.skippedCloseWait = true
+				eff.add(stateChange{side: from, from: stEstablished, to: stClosing, since: cs.since[from]})
+				cs.state[from], cs.since[from] = stClosing, now
+				cs.move(to, &onFINReceived, now, &eff)
+				return eff
 			}
 			cs.move(from, &onFINSent, now, &eff)
 			cs.move(to, &onFINReceived, now, &eff)

@@ -219,35 +219,24 @@ func newFaultEndpoint(child stack.LinkEndpoint, def Faults, ports map[uint16]Fau
 // it before it traces anything: the segment is recorded as dropped and has
 // no effect on the close (it acknowledged nothing, it closed nothing).
 type lossIn struct {
-	def   float64
-	ports map[uint16]float64
+	def   Faults
+	ports map[uint16]Faults
 	stats *FaultStats
 }
 
 // newLossIn returns the rule of def and ports, or nil where no port loses.
 func newLossIn(def Faults, ports map[uint16]Faults, stats *FaultStats) *lossIn {
-	l := &lossIn{def: def.LossIn, stats: stats}
-	any := def.LossIn > 0
-	for port, f := range ports {
-		if l.ports == nil {
-			l.ports = map[uint16]float64{}
+	for _, f := range append([]Faults{def}, mapValues(ports)...) {
+		if f.LossIn > 0 {
+			return &lossIn{def: def, ports: ports, stats: stats}
 		}
-		l.ports[port] = f.LossIn
-		any = any || f.LossIn > 0
 	}
-	if !any {
-		return nil
-	}
-	return l
+	return nil
 }
 
 // drop decides, and counts, whether to drop a segment from the peer.
 func (l *lossIn) drop(f tcpFields) bool {
-	p := l.def
-	if q, ok := l.ports[f.flow.localPort]; ok {
-		p = q
-	}
-	if p > 0 && rand.Float64() < p {
+	if p := faultsFor(&l.def, l.ports, f.flow.localPort).LossIn; p > 0 && rand.Float64() < p {
 		l.stats.add(FaultLossIn)
 		return true
 	}
@@ -263,10 +252,15 @@ func mapValues[K comparable, V any](m map[K]V) []V {
 }
 
 func (e *faultEndpoint) faultsFor(localPort uint16) *Faults {
-	if f, ok := e.ports[localPort]; ok {
+	return faultsFor(&e.def, e.ports, localPort)
+}
+
+// faultsFor returns the faults of tund's port localPort: its own, or def.
+func faultsFor(def *Faults, ports map[uint16]Faults, localPort uint16) *Faults {
+	if f, ok := ports[localPort]; ok {
 		return &f
 	}
-	return &e.def
+	return def
 }
 
 // DeliverNetworkPacket drops inbound segments for loss-in, and notes peer
@@ -497,6 +491,10 @@ func (t *tracer) faulted(f tcpFields, from side, fault string) {
 	}
 	if fault == FaultDropFinalACK {
 		st.rec.FinalACKLost = true
+	}
+	if from == peerSide && st.sides.noteTerm(f, from) {
+		// loss-in kept it from the stack, but it crossed the wire.
+		st.rec.Initiator = SideBoth
 	}
 	segs := st.rec.Segments
 	if len(segs) >= maxCloseSegments {

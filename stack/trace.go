@@ -37,7 +37,7 @@ const (
 // SideBoth is the initiator of a close whose two sides' first FINs or RSTs
 // crossed: each left before the other arrived (for FINs, RFC 9293 §3.6's
 // simultaneous close), so neither end started it, and neither end can tell
-// which left first (crossedBy).
+// which left first (leadSegment.crossedBy).
 const (
 	SideTund = "tund"
 	SidePeer = "peer"
@@ -88,7 +88,7 @@ type Close struct {
 	ID        uint64         `json:"id"`
 	Local     netip.AddrPort `json:"local"`
 	Remote    netip.AddrPort `json:"remote"`
-	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both where the other side's crossed it (crossedBy)
+	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both where the other side's crossed it (leadSegment.crossedBy)
 	Kind      string         `json:"kind"`
 	// ResetBy names the side that sent the RST that ended the close: for
 	// KindReset, and for KindFinWait2Timeout when a late FIN drew one.
@@ -135,7 +135,7 @@ type closeState struct {
 // added to its record instead of starting a close of its own.
 //
 // A close that the other side could still cross (a reset before that side
-// sent a FIN or RST: see crossedBy) is counted only once its initiator is
+// sent a FIN or RST: see leadSegment.crossedBy) is counted only once its initiator is
 // final: when that side's first FIN or RST comes, or crossWindow after the
 // close, so that the counter never has to go back.
 type endedClose struct {
@@ -144,6 +144,7 @@ type endedClose struct {
 	countDue  int64  // when it is counted as it is; 0: counted
 	kind      uint8  // index in kindNames
 	initiator uint8  // index in initiators
+	lead      leadSegment
 }
 
 // lateWindow is how long a close that ended takes late segments: a few
@@ -387,7 +388,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 			t.waiting.Store(int32(t.timeWaits.len()))
 		} else if t.ended.len() < maxOpenCloses {
 			t.forgetEnded(f.flow) // counts a close of an earlier incarnation
-			e := endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow))}
+			e := endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow)), lead: st.sides.lead}
 			if pending {
 				e.countDue = monoOf(now.Add(crossWindow))
 				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
@@ -401,22 +402,13 @@ func (t *tracer) segment(f tcpFields, from string) {
 	t.mu.Unlock()
 }
 
-// canBeCrossed reports whether a FIN or RST of the side that did not start
-// the close could still come and cross its first (crossedBy): that side
-// has sent neither yet (read off the state, not the record, which may be
-// truncated).
+// canBeCrossed reports whether a FIN or RST of the side that did not send
+// the close's first could still come and cross it (leadSegment.crossedBy):
+// that side has sent neither yet.
 func (st *closeState) canBeCrossed() bool {
-	c := &st.rec
-	if c.Initiator == SideBoth {
-		return false
-	}
-	other := sideOf(c.Initiator).other()
-	return !st.sides.finSent[other] && c.ResetBy != other.String()
+	s := &st.sides
+	return !s.crossed && !s.term[s.lead.from.other()]
 }
-
-// offWire reports a segment of tund's that a fault dropped or held: it was
-// not on the wire then (a held one is recorded again when it leaves).
-func offWire(s Segment) bool { return s.Fault != "" && s.From == SideTund }
 
 // countEnded counts a close that waited for its initiator to be final.
 func (t *tracer) countEnded(e *endedClose) {
@@ -464,7 +456,7 @@ func (t *tracer) countDueLocked(now time.Time) {
 // with the segment added, to amend (nil when the log no longer keeps it: the
 // segment is late all the same, not a close of its own). While the close
 // waits for its initiator to be final, the other side's first FIN or RST
-// decides it (crossedBy), and the close is counted.
+// decides it (leadSegment.crossedBy), and the close is counted.
 func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.Time) (rec *Close, late bool) {
 	e, ok := t.ended.get(f.flow)
 	if !ok {
@@ -485,68 +477,27 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 	if monoOf(now) >= e.countDue && e.countDue != 0 {
 		t.countEnded(&e) // its cross window is over: as it is
 	}
-	seg := Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+	if e.countDue != 0 && sideOf(from) != e.lead.from {
+		// The other side's first FIN or RST: the initiator is final.
+		if e.lead.crossedBy(f) {
+			e.initiator = uint8(indexOf(initiators[:], SideBoth))
+			if rec != nil {
+				rec.Initiator = SideBoth
+			}
+		}
+		t.countEnded(&e)
+	}
 	if rec != nil {
 		if len(rec.Segments) < maxCloseSegments {
-			rec.Segments = append(rec.Segments, seg)
-			if e.countDue != 0 && crossedBy(rec, seg) {
-				rec.Initiator = SideBoth
-				e.initiator = uint8(indexOf(initiators[:], SideBoth))
-			}
+			rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen})
 		} else {
 			rec.Truncated = true
 		}
 		rec.End = now
 	}
-	if e.countDue != 0 && from != initiators[e.initiator] {
-		t.countEnded(&e) // the other side has spoken: the initiator is final
-	}
 	t.ended.set(f.flow, e)
 	return rec, true
 }
-
-// crossedBy reports whether seg, just added to c, is the first FIN or RST
-// of the side that did not start the close and crossed the one that did:
-// it left before that one arrived, so the wire order at tund's end says
-// nothing of who started, and c's initiator becomes SideBoth. After a RST
-// anything crossed it: a RST is never answered (RFC 9293 §3.10.7.4), and
-// neither end sends more for a connection once it has read the other's
-// RST. A FIN or RST that does not acknowledge the first FIN had not seen
-// it, unless it is the RST that answers that FIN for a connection its
-// sender does not have (no ACK, and the FIN's ACK field as its sequence
-// number, RFC 9293 §3.10.7.1). tund's segments that a fault kept off the
-// wire do not count; a peer's that loss-in dropped do (they crossed it).
-func crossedBy(c *Close, seg Segment) bool {
-	if c.Initiator == SideBoth || seg.From == c.Initiator || !isTerm(seg) {
-		return false
-	}
-	var first *Segment
-	for i := range c.Segments[:len(c.Segments)-1] {
-		s := &c.Segments[i]
-		if offWire(*s) || !isTerm(*s) {
-			continue
-		}
-		if s.From == seg.From {
-			return false // not that side's first
-		}
-		if first == nil {
-			first = s
-		}
-	}
-	if first == nil {
-		return false
-	}
-	switch {
-	case strings.Contains(first.Flags, "R"):
-		return true
-	case strings.Contains(seg.Flags, "A"):
-		return !seqGE(seg.Ack, first.Seq+uint32(first.Len)+1)
-	}
-	return !(strings.Contains(seg.Flags, "R") && strings.Contains(first.Flags, "A") && seg.Seq == first.Ack)
-}
-
-// isTerm reports a FIN or RST: a segment that ends a direction or all.
-func isTerm(s Segment) bool { return strings.ContainsAny(s.Flags, "FR") }
 
 // resetReason tells why a RST crossed, from what the stack knows of its
 // connection. It runs for RSTs only: they are rare, and the lookup takes
@@ -659,6 +610,9 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	}
 	eff := st.sides.apply(f, from, now)
 	if eff.crossed {
+		r.Initiator = SideBoth
+	}
+	if eff.skippedCloseWait {
 		// The FIN that the tracer saw arrive first had not reached from's
 		// stack when it sent its own: from never was in CLOSE-WAIT.
 		for i := len(r.Segments) - 1; i >= 0; i-- {
@@ -683,9 +637,6 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	}
 	if len(r.Segments) < maxCloseSegments {
 		r.Segments = append(r.Segments, seg)
-		if crossedBy(r, seg) {
-			r.Initiator = SideBoth
-		}
 	} else {
 		r.Truncated = true
 	}
@@ -718,9 +669,6 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	}
 	if st.sides.finAcked[tund] && st.sides.finAcked[peerSide] {
 		r.Kind = st.kind()
-		if r.Kind == KindSimultaneous {
-			r.Initiator = SideBoth
-		}
 		return true
 	}
 	return false
@@ -732,18 +680,14 @@ func (st *closeState) kind() string {
 	switch {
 	case st.policy:
 		return KindHalfClosePolicy
-	case s.first[tund] && s.first[peerSide]:
-		return KindSimultaneous
+	case s.crossed:
+		return KindSimultaneous // both FINs: a RST would have made it a reset
 	}
 	// Four-way if the first FIN was acknowledged by a pure ACK of its own;
 	// three-way if the acknowledgement rode on the second FIN (or on data
 	// that preceded it). Read off the state, which saw every segment the
 	// record may have had no room for.
-	first := tund
-	if s.first[peerSide] {
-		first = peerSide
-	}
-	if s.carried[first] {
+	if s.carried[s.lead.from] {
 		return KindThreeWay
 	}
 	return KindFourWay

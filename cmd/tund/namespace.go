@@ -56,13 +56,11 @@ func logReachability(dev *tun.Device, o *options, log *slog.Logger) {
 	}
 	v4, v6 := tun.Forwarding()
 	var off []string
-	for _, a := range o.stack.Addrs {
-		switch {
-		case a.Is4() && !v4 && !slices.Contains(off, "net.ipv4.ip_forward=1"):
-			off = append(off, "net.ipv4.ip_forward=1")
-		case a.Is6() && !v6 && !slices.Contains(off, "net.ipv6.conf.all.forwarding=1"):
-			off = append(off, "net.ipv6.conf.all.forwarding=1")
-		}
+	if !v4 && slices.ContainsFunc(o.stack.Addrs, netip.Addr.Is4) {
+		off = append(off, "net.ipv4.ip_forward=1")
+	}
+	if !v6 && slices.ContainsFunc(o.stack.Addrs, netip.Addr.Is6) {
+		off = append(off, "net.ipv6.conf.all.forwarding=1")
 	}
 	if len(off) == 0 {
 		return
