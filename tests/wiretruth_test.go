@@ -253,26 +253,7 @@ func TestWireTruthCloses(t *testing.T) {
 		want[kind+"/"+initiator]++
 		total++
 	}
-	var got map[string]float64
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		after := closeCounts(t, ns)
-		got, sum := map[string]float64{}, 0.0
-		for k, v := range after {
-			if d := v - before[k]; d != 0 {
-				got[k] = d
-				sum += d
-			}
-		}
-		if sum >= total || time.Now().After(deadline) {
-			break
-		}
-	}
-	got = map[string]float64{}
-	for k, v := range closeCounts(t, ns) {
-		if d := v - before[k]; d != 0 {
-			got[k] = d
-		}
-	}
+	got, _ := awaitCloses(t, ns, before, total, 10*time.Second)
 	t.Logf("wrk: %s", strings.Join(strings.Fields(out), " "))
 	t.Logf("the capture: %d connections, %v", int(total), want)
 	t.Logf("tund_tcp_closes_total: %v", got)
@@ -300,6 +281,25 @@ func closeCounts(t *testing.T, ns *NS) map[string]float64 {
 		counts[m[2]+"/"+m[1]] = v
 	}
 	return counts
+}
+
+// awaitCloses waits, at most timeout, until tund_tcp_closes_total has grown
+// by total since before (a record is counted when its close completes, a
+// reset once its initiator is final), and returns the growth by
+// "kind/initiator" and in all.
+func awaitCloses(t *testing.T, ns *NS, before map[string]float64, total float64, timeout time.Duration) (map[string]float64, float64) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		got, sum := map[string]float64{}, 0.0
+		for k, v := range closeCounts(t, ns) {
+			if d := v - before[k]; d != 0 {
+				got[k], sum = d, sum+d
+			}
+		}
+		if sum >= total || time.Now().After(deadline) {
+			return got, sum
+		}
+	}
 }
 
 func mergeKeys(a, b map[string]float64) map[string]bool {
@@ -347,23 +347,11 @@ func TestWireTruthLossIn(t *testing.T) {
 	}
 	segs := cap.Stop()
 	streams := float64(len(incarnations(segs)))
-	var got map[string]float64
-	sum := func() (n float64) {
-		got = map[string]float64{}
-		for k, v := range closeCounts(t, ns) {
-			if d := v - before[k]; d != 0 {
-				got[k] = d
-				n += d
-			}
-		}
-		return n
-	}
 	// The last closes end when their final ACK gets through the loss.
-	for deadline := time.Now().Add(15 * time.Second); sum() < streams && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-	}
+	got, n := awaitCloses(t, ns, before, streams, 15*time.Second)
 	dropped := metricSum(t, ns, "tund_faults_total", `fault="loss-in"`)
 	t.Logf("%v connections on the wire, loss-in dropped %v segments; closes: %v", streams, dropped, got)
-	if n := sum(); n != streams {
+	if n != streams {
 		t.Errorf("%v close records for %v connections on the wire", n, streams)
 	}
 	for k, v := range got {
