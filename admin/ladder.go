@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tund/tund/internal/tcpflag"
 	"github.com/tund/tund/stack"
 )
 
@@ -41,7 +42,8 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 	fmt.Fprintf(w, "  %-12s %-*s%s\n", "", width+3, left, right)
 	fmt.Fprintf(w, "  %-12s  %*s  %s\n", "ESTABLISHED", width+1, "", "ESTABLISHED")
 	for _, s := range c.Segments {
-		label := fmt.Sprintf("%s seq=%d ack=%d", flagNames(s.Flags), s.Seq, s.Ack)
+		// Flags as the textbooks spell them: FIN|ACK, ACK, RST.
+		label := fmt.Sprintf("%s seq=%d ack=%d", tcpflag.Names(tcpflag.Parse(s.Flags)), s.Seq, s.Ack)
 		if s.Len > 0 {
 			label += fmt.Sprintf(" len=%d", s.Len)
 		}
@@ -68,24 +70,4 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 	if c.Truncated {
 		fmt.Fprintln(w, "  (more segments not recorded)")
 	}
-}
-
-// flagNames spells flags as the textbooks do: FIN|ACK, ACK, RST.
-func flagNames(flags string) string {
-	var names []string
-	for _, f := range flags {
-		switch f {
-		case 'S':
-			names = append(names, "SYN")
-		case 'F':
-			names = append(names, "FIN")
-		case 'R':
-			names = append(names, "RST")
-		case 'P':
-			names = append(names, "PSH")
-		case 'A':
-			names = append(names, "ACK")
-		}
-	}
-	return strings.Join(names, "|")
 }

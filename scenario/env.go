@@ -11,18 +11,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
-
+	"github.com/tund/tund/internal/netns"
 	"github.com/tund/tund/stack"
 )
 
@@ -35,16 +31,12 @@ const (
 	adminAddr = "127.0.0.1:9180"
 )
 
-// nsCounter makes namespace names unique within the process; the PID
-// makes them unique across processes.
-var nsCounter atomic.Int64
-
 // Env is the world of one run: a network namespace of its own, tund
 // running in it, and the kernel's TCP beside it. Close undoes it all.
 type Env struct {
 	ctx    context.Context
 	bin    string // tund's binary
-	ns     string
+	ns     *netns.NS
 	pcap   string // the pcap file tund writes
 	starts int    // how many times tund was started
 
@@ -62,16 +54,12 @@ type Env struct {
 // newEnv makes the namespace (loopback up, no route out). ctx bounds every
 // wait of the run.
 func newEnv(ctx context.Context, bin, pcap string, res *Result) (*Env, error) {
-	e := &Env{ctx: ctx, bin: bin, pcap: pcap, res: res,
-		ns: fmt.Sprintf("tund-scn-%d-%d", os.Getpid(), nsCounter.Add(1))}
-	if out, err := exec.Command("ip", "netns", "add", e.ns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("making namespace %s: %v: %s", e.ns, err, bytes.TrimSpace(out))
-	}
-	e.cleanups = append(e.cleanups, func() { exec.Command("ip", "netns", "del", e.ns).Run() })
-	if _, err := e.run("ip", "link", "set", "lo", "up"); err != nil {
-		e.Close()
+	ns, err := netns.New("tund-scn")
+	if err != nil {
 		return nil, err
 	}
+	e := &Env{ctx: ctx, bin: bin, pcap: pcap, res: res, ns: ns}
+	e.cleanups = append(e.cleanups, func() { ns.Remove() })
 	e.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return e.dial(ctx, network, addr)
@@ -103,13 +91,7 @@ func (e *Env) Close() {
 func (e *Env) run(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", e.ns, name}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return e.ns.Run(ctx, name, args...)
 }
 
 // sysctl sets a per-namespace kernel setting, e.g. net.ipv4.tcp_fin_timeout.
@@ -128,8 +110,10 @@ func (e *Env) startTund(args ...string) error {
 		pcap = fmt.Sprintf("%s.%d", e.pcap, e.starts)
 	}
 	e.res.Pcaps = append(e.res.Pcaps, pcap)
-	all := append([]string{"netns", "exec", e.ns, e.bin, "--admin", adminAddr, "--pcap", pcap, "--drain", "1s"}, args...)
-	cmd := exec.Command("ip", all...)
+	all := append([]string{"--admin", adminAddr, "--pcap", pcap, "--drain", "1s"}, args...)
+	// Not bound by e.ctx: stopTund ends tund with SIGTERM, so that its
+	// pcap file is complete.
+	cmd := e.ns.Command(context.Background(), e.bin, all...)
 	// tund must not outlive this process, whatever kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
@@ -197,38 +181,10 @@ func (e *Env) stopTund() {
 	}
 }
 
-// do runs f on an OS thread that has entered the namespace, so that the
-// sockets f makes are the namespace's (a socket keeps the namespace it was
-// made in).
-func (e *Env) do(f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(e.ns)
-	if err != nil {
-		return fmt.Errorf("namespace %s: %w", e.ns, err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		return fmt.Errorf("entering %s: %w", e.ns, err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// A thread left in the wrong namespace must never be reused.
-			panic(fmt.Sprintf("leaving %s: %v", e.ns, err))
-		}
-	}()
-	return f()
-}
-
 // dial connects with the kernel's TCP, from inside the namespace.
 func (e *Env) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := e.do(func() error {
+	err := e.ns.Do(func() error {
 		var err error
 		d := net.Dialer{Timeout: 10 * time.Second}
 		c, err = d.DialContext(ctx, network, addr)
@@ -249,7 +205,7 @@ func (e *Env) dialStack(port int) (*net.TCPConn, error) {
 // listen opens a kernel listener in the namespace.
 func (e *Env) listen(addr string) (*net.TCPListener, error) {
 	var ln net.Listener
-	err := e.do(func() error {
+	err := e.ns.Do(func() error {
 		var err error
 		ln, err = net.Listen("tcp", addr)
 		return err

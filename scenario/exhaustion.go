@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tund/tund/internal/serve"
 )
 
 // Run is one configuration of a comparing scenario and what its clients
@@ -103,7 +105,9 @@ func exhaust(e *Env, name string, args []string) (Run, error) {
 		return r, err
 	}
 	defer ln.Close()
-	go serveDiscard(ln)
+	// The kernel server reads each connection to EOF and closes it, so
+	// that tund, which sent the first FIN, ends in TIME-WAIT.
+	go serve.Discard(ln, 10*time.Second)
 	start := time.Now()
 	for time.Since(start) < exhaustionRun {
 		if err := e.ctx.Err(); err != nil {
@@ -125,22 +129,6 @@ func exhaust(e *Env, name string, args []string) (Run, error) {
 	}
 	e.res.TundArgs = args
 	return r, nil
-}
-
-// serveDiscard is the kernel server: it reads each connection to EOF and
-// closes it, so that tund, which sent the first FIN, ends in TIME-WAIT.
-func serveDiscard(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.Copy(io.Discard, c)
-		}()
-	}
 }
 
 // throughDial is one client connection through tund's --dial: connect,

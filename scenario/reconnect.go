@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tund/tund/internal/pcapfile"
+	"github.com/tund/tund/internal/serve"
 	"github.com/tund/tund/stack"
 )
 
@@ -198,7 +200,7 @@ func (r *reconnectSetup) firstRecord(match func(*stack.Close) bool) (*stack.Clos
 
 // finish stops tund and the server and returns the segments between tund's
 // port and the server from tund's pcap, also listed in the result.
-func (r *reconnectSetup) finish() ([]wireSegment, error) {
+func (r *reconnectSetup) finish() ([]pcapfile.Segment, error) {
 	r.ln.Close()
 	r.e.stopTund() // the pcap is complete once tund has exited
 	all, err := readPcap(r.e.res.Pcaps[len(r.e.res.Pcaps)-1])
@@ -383,20 +385,12 @@ func (r *reconnectSetup) acked() error {
 // serveLine is the kernel server: for each connection it reads a line and
 // writes it back, or reads to EOF, and then closes.
 func serveLine(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+	serve.Each(ln, 10*time.Second, func(c net.Conn) {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil {
+			io.WriteString(c, line)
 		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err == nil {
-				io.WriteString(c, line)
-			}
-		}()
-	}
+	})
 }
 
 // dialError returns the error of tund's last "dial failed" log line.

@@ -3,6 +3,9 @@ package scenario
 import (
 	"fmt"
 	"net/netip"
+
+	"github.com/tund/tund/internal/pcapfile"
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // The stories same-port-reconnect tells, checked against tund's pcap: the
@@ -11,29 +14,29 @@ import (
 // challengeWire is what MSL 0 shows: tund's new SYN meets the server's
 // LAST-ACK.
 type challengeWire struct {
-	oldFIN         wireSegment // tund's FIN of the first connection
-	syn            wireSegment // tund's first SYN of the second connection
-	challenge      wireSegment // the server's answer to it: a pure ACK of the old FIN
-	rst            wireSegment // tund's answer to that ACK
-	synAck         wireSegment // the server's SYN-ACK of the second connection
-	synCopies      int         // tund's SYNs of the second connection
-	finRetransmits int         // the server's FIN sent again before the SYN
+	oldFIN         pcapfile.Segment // tund's FIN of the first connection
+	syn            pcapfile.Segment // tund's first SYN of the second connection
+	challenge      pcapfile.Segment // the server's answer to it: a pure ACK of the old FIN
+	rst            pcapfile.Segment // tund's answer to that ACK
+	synAck         pcapfile.Segment // the server's SYN-ACK of the second connection
+	synCopies      int              // tund's SYNs of the second connection
+	finRetransmits int              // the server's FIN sent again before the SYN
 }
 
 // challengeStory checks that tund's SYN from the same port drew the
 // server's challenge ACK, that tund answered with a RST at the ACK's
 // acknowledgment number, that the SYN then opened the connection, and
 // that the old connection was not heard of again.
-func challengeStory(segs []wireSegment, tundEnd netip.AddrPort) (challengeWire, error) {
+func challengeStory(segs []pcapfile.Segment, tundEnd netip.AddrPort) (challengeWire, error) {
 	var w challengeWire
-	fromTund := func(s wireSegment) bool { return s.Src == tundEnd }
+	fromTund := func(s pcapfile.Segment) bool { return s.Src == tundEnd }
 	isn1, i := -1, 0
 	for ; i < len(segs); i++ {
 		s := segs[i]
-		if fromTund(s) && s.has(flagSYN) && isn1 < 0 {
+		if fromTund(s) && s.Has(tcpflag.SYN) && isn1 < 0 {
 			isn1 = int(s.Seq)
 		}
-		if fromTund(s) && s.has(flagFIN) {
+		if fromTund(s) && s.Has(tcpflag.FIN) {
 			w.oldFIN = s
 			break
 		}
@@ -41,16 +44,16 @@ func challengeStory(segs []wireSegment, tundEnd netip.AddrPort) (challengeWire, 
 	if i == len(segs) || isn1 < 0 {
 		return w, expect(false, "the wire shows no first connection with a FIN from tund:%s", wireString(segs, tundEnd))
 	}
-	var serverFIN *wireSegment
+	var serverFIN *pcapfile.Segment
 	synAt := -1
 	for j := i + 1; j < len(segs); j++ {
 		s := segs[j]
 		switch {
-		case !fromTund(s) && s.has(flagFIN) && serverFIN == nil:
+		case !fromTund(s) && s.Has(tcpflag.FIN) && serverFIN == nil:
 			serverFIN = &segs[j]
-		case !fromTund(s) && s.has(flagFIN) && s.Seq == serverFIN.Seq:
+		case !fromTund(s) && s.Has(tcpflag.FIN) && s.Seq == serverFIN.Seq:
 			w.finRetransmits++
-		case fromTund(s) && s.Flags == flagSYN:
+		case fromTund(s) && s.Flags == tcpflag.SYN:
 			synAt = j
 		}
 		if synAt >= 0 {
@@ -70,31 +73,31 @@ func challengeStory(segs []wireSegment, tundEnd netip.AddrPort) (challengeWire, 
 	step := 0 // 0: await the challenge ACK, 1: tund's RST, 2: the SYN-ACK
 	for _, s := range segs[synAt+1:] {
 		switch {
-		case fromTund(s) && s.Flags == flagSYN && s.Seq == w.syn.Seq:
+		case fromTund(s) && s.Flags == tcpflag.SYN && s.Seq == w.syn.Seq:
 			w.synCopies++
 			continue
 		case step == 0 && !fromTund(s):
-			if s.Flags&^flagPSH != flagACK || s.Len != 0 || s.Ack != w.oldFIN.Seq+uint32(w.oldFIN.Len)+1 {
+			if s.Flags&^tcpflag.PSH != tcpflag.ACK || s.Len != 0 || s.Ack != w.oldFIN.Seq+uint32(w.oldFIN.Len)+1 {
 				return w, expect(false, "the server answered tund's new SYN with %s seq=%d ack=%d, want a challenge ACK acknowledging the old FIN (ack=%d):%s",
-					s.flags(), s.Seq, s.Ack, w.oldFIN.Seq+uint32(w.oldFIN.Len)+1, wireString(segs, tundEnd))
+					tcpflag.String(s.Flags), s.Seq, s.Ack, w.oldFIN.Seq+uint32(w.oldFIN.Len)+1, wireString(segs, tundEnd))
 			}
 			w.challenge, step = s, 1
 		case step == 1 && fromTund(s):
-			if !s.has(flagRST) || s.Seq != w.challenge.Ack {
-				return w, expect(false, "tund answered the challenge ACK with %s seq=%d, want a RST with seq=%d:%s", s.flags(), s.Seq, w.challenge.Ack, wireString(segs, tundEnd))
+			if !s.Has(tcpflag.RST) || s.Seq != w.challenge.Ack {
+				return w, expect(false, "tund answered the challenge ACK with %s seq=%d, want a RST with seq=%d:%s", tcpflag.String(s.Flags), s.Seq, w.challenge.Ack, wireString(segs, tundEnd))
 			}
 			w.rst, step = s, 2
-		case step == 2 && !fromTund(s) && s.has(flagSYN):
-			if !s.has(flagACK) || s.Ack != w.syn.Seq+1 {
+		case step == 2 && !fromTund(s) && s.Has(tcpflag.SYN):
+			if !s.Has(tcpflag.ACK) || s.Ack != w.syn.Seq+1 {
 				return w, expect(false, "the server's SYN seq=%d ack=%d does not acknowledge tund's SYN %d:%s", s.Seq, s.Ack, w.syn.Seq, wireString(segs, tundEnd))
 			}
 			if w.synAck.T.IsZero() {
 				w.synAck = s
 			}
-		case step >= 1 && !fromTund(s) && serverFIN != nil && s.has(flagFIN) && s.Seq == serverFIN.Seq:
+		case step >= 1 && !fromTund(s) && serverFIN != nil && s.Has(tcpflag.FIN) && s.Seq == serverFIN.Seq:
 			return w, expect(false, "the server sent its old connection's FIN again after tund's RST: the RST did not end its LAST-ACK:%s", wireString(segs, tundEnd))
 		case step < 2 && !fromTund(s):
-			return w, expect(false, "the server sent %s seq=%d ack=%d before tund's RST, want nothing more:%s", s.flags(), s.Seq, s.Ack, wireString(segs, tundEnd))
+			return w, expect(false, "the server sent %s seq=%d ack=%d before tund's RST, want nothing more:%s", tcpflag.String(s.Flags), s.Seq, s.Ack, wireString(segs, tundEnd))
 		}
 	}
 	if w.synAck.T.IsZero() {
@@ -107,32 +110,32 @@ func challengeStory(segs []wireSegment, tundEnd netip.AddrPort) (challengeWire, 
 // timeWaitWire is what TIME-WAIT shows: one connection, whose final ACK
 // was lost and sent again.
 type timeWaitWire struct {
-	fin, finAgain wireSegment // the server's FIN, and its retransmission
-	ack           wireSegment // tund's ACK of the retransmission (TIME-WAIT)
-	syns          []uint32    // the ISNs of tund's connections, in order
-	after         []wireSegment
+	fin, finAgain pcapfile.Segment // the server's FIN, and its retransmission
+	ack           pcapfile.Segment // tund's ACK of the retransmission (TIME-WAIT)
+	syns          []uint32         // the ISNs of tund's connections, in order
+	after         []pcapfile.Segment
 }
 
 // timeWaitStory checks the first connection's close: the server's FIN
 // twice, and tund's ACK only after the second, with no RST. The segments
 // after that ACK are returned in after.
-func timeWaitStory(segs []wireSegment, tundEnd netip.AddrPort) (timeWaitWire, error) {
+func timeWaitStory(segs []pcapfile.Segment, tundEnd netip.AddrPort) (timeWaitWire, error) {
 	var w timeWaitWire
-	fromTund := func(s wireSegment) bool { return s.Src == tundEnd }
+	fromTund := func(s pcapfile.Segment) bool { return s.Src == tundEnd }
 	for i, s := range segs {
-		if fromTund(s) && s.Flags == flagSYN && (len(w.syns) == 0 || w.syns[len(w.syns)-1] != s.Seq) {
+		if fromTund(s) && s.Flags == tcpflag.SYN && (len(w.syns) == 0 || w.syns[len(w.syns)-1] != s.Seq) {
 			w.syns = append(w.syns, s.Seq)
 		}
-		if s.has(flagRST) {
+		if s.Has(tcpflag.RST) {
 			return w, expect(false, "a RST on the wire; with TIME-WAIT there should be none:%s", wireString(segs, tundEnd))
 		}
 		switch {
 		case !w.ack.T.IsZero():
-		case !fromTund(s) && s.has(flagFIN) && w.fin.T.IsZero():
+		case !fromTund(s) && s.Has(tcpflag.FIN) && w.fin.T.IsZero():
 			w.fin = s
-		case !fromTund(s) && s.has(flagFIN) && s.Seq == w.fin.Seq:
+		case !fromTund(s) && s.Has(tcpflag.FIN) && s.Seq == w.fin.Seq:
 			w.finAgain = s
-		case fromTund(s) && !w.fin.T.IsZero() && s.Flags == flagACK && s.Len == 0 && s.Ack == w.fin.Seq+1:
+		case fromTund(s) && !w.fin.T.IsZero() && s.Flags == tcpflag.ACK && s.Len == 0 && s.Ack == w.fin.Seq+1:
 			if w.finAgain.T.IsZero() {
 				return w, expect(false, "tund's final ACK reached the wire before the server sent its FIN again: it was not dropped:%s", wireString(segs, tundEnd))
 			}
@@ -149,15 +152,15 @@ func timeWaitStory(segs []wireSegment, tundEnd netip.AddrPort) (timeWaitWire, er
 // reuseWire is what TIME-WAIT reuse shows: the TIME-WAIT close, then a
 // new connection from the same port with a plain handshake.
 type reuseWire struct {
-	finAgain wireSegment // the server's FIN sent again, the last segment tund's TIME-WAIT received
-	ack      wireSegment // tund's TIME-WAIT ACK of it
-	syn      wireSegment // the SYN of the connection that reused the port
-	synAck   wireSegment
+	finAgain pcapfile.Segment // the server's FIN sent again, the last segment tund's TIME-WAIT received
+	ack      pcapfile.Segment // tund's TIME-WAIT ACK of it
+	syn      pcapfile.Segment // the SYN of the connection that reused the port
+	synAck   pcapfile.Segment
 }
 
 // reuseStory checks the TIME-WAIT close and a later SYN, with a new ISN,
 // answered by a SYN-ACK.
-func reuseStory(segs []wireSegment, tundEnd netip.AddrPort) (reuseWire, error) {
+func reuseStory(segs []pcapfile.Segment, tundEnd netip.AddrPort) (reuseWire, error) {
 	tw, err := timeWaitStory(segs, tundEnd)
 	if err != nil {
 		return reuseWire{}, err
@@ -168,11 +171,11 @@ func reuseStory(segs []wireSegment, tundEnd netip.AddrPort) (reuseWire, error) {
 	}
 	for _, s := range tw.after {
 		switch {
-		case s.Src == tundEnd && s.Flags == flagSYN && w.syn.T.IsZero():
+		case s.Src == tundEnd && s.Flags == tcpflag.SYN && w.syn.T.IsZero():
 			w.syn = s
 		case s.Src != tundEnd && !w.syn.T.IsZero():
-			if s.Flags != flagSYN|flagACK || s.Ack != w.syn.Seq+1 {
-				return w, expect(false, "the server answered the reused port's SYN with %s ack=%d, want a SYN-ACK:%s", s.flags(), s.Ack, wireString(segs, tundEnd))
+			if s.Flags != tcpflag.SYN|tcpflag.ACK || s.Ack != w.syn.Seq+1 {
+				return w, expect(false, "the server answered the reused port's SYN with %s ack=%d, want a SYN-ACK:%s", tcpflag.String(s.Flags), s.Ack, wireString(segs, tundEnd))
 			}
 			w.synAck = s
 			return w, nil
@@ -182,7 +185,7 @@ func reuseStory(segs []wireSegment, tundEnd netip.AddrPort) (reuseWire, error) {
 }
 
 // describeWire lists segs one a line, with what each is in the story.
-func describeWire(segs []wireSegment, tundEnd netip.AddrPort) []string {
+func describeWire(segs []pcapfile.Segment, tundEnd netip.AddrPort) []string {
 	var lines []string
 	var isns []uint32
 	var lastSYN uint32
@@ -197,7 +200,7 @@ func describeWire(segs []wireSegment, tundEnd netip.AddrPort) []string {
 		}
 		what := ""
 		switch {
-		case byTund && s.Flags == flagSYN:
+		case byTund && s.Flags == tcpflag.SYN:
 			if len(isns) == 0 || isns[len(isns)-1] != s.Seq {
 				isns = append(isns, s.Seq)
 				what = fmt.Sprintf("SYN: connection %d", len(isns))
@@ -205,11 +208,11 @@ func describeWire(segs []wireSegment, tundEnd netip.AddrPort) []string {
 			} else {
 				what = fmt.Sprintf("SYN of connection %d again", len(isns))
 			}
-		case s.has(flagSYN):
+		case s.Has(tcpflag.SYN):
 			what, synAnswered = "SYN-ACK", true
-		case s.has(flagRST):
+		case s.Has(tcpflag.RST):
 			what = "RST"
-		case s.has(flagFIN):
+		case s.Has(tcpflag.FIN):
 			what = "FIN"
 			if f, ok := fins[byTund]; ok && f == s.Seq {
 				what = "FIN again (retransmitted)"
@@ -222,13 +225,13 @@ func describeWire(segs []wireSegment, tundEnd netip.AddrPort) []string {
 		case fins[!byTund] != 0 && s.Ack == fins[!byTund]+1:
 			what = "ACK of " + other + " FIN"
 		}
-		lines = append(lines, fmt.Sprintf("  +%.4fs %s %-3s seq=%-10d ack=%-10d %s", s.T.Sub(t0).Seconds(), who, s.flags(), s.Seq, s.Ack, what))
+		lines = append(lines, fmt.Sprintf("  +%.4fs %s %-3s seq=%-10d ack=%-10d %s", s.T.Sub(t0).Seconds(), who, tcpflag.String(s.Flags), s.Seq, s.Ack, what))
 	}
 	return lines
 }
 
 // wireString is segs as describeWire has them, for errors.
-func wireString(segs []wireSegment, tundEnd netip.AddrPort) string {
+func wireString(segs []pcapfile.Segment, tundEnd netip.AddrPort) string {
 	s := ""
 	for _, l := range describeWire(segs, tundEnd) {
 		s += "\n" + l

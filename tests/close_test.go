@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tund/tund/internal/tcpflag"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +30,7 @@ func mergeVerdict(t *testing.T, c *Conversation) string {
 			return "separate"
 		}
 	}
-	if c.Segs[sf].Ack != finEnd || !c.Segs[sf].Has(flagACK) {
+	if c.Segs[sf].Ack != finEnd || !c.Segs[sf].Has(tcpflag.ACK) {
 		t.Fatalf("tund's FIN does not acknowledge the client's FIN:%s", c)
 	}
 	return "merged"
@@ -131,7 +132,7 @@ func TestHalfClosePolicy(t *testing.T) {
 				t.Errorf("closes of kind half-close-policy: %v, want 1", n)
 			}
 			for i, s := range conv.Segs {
-				if s.Has(flagRST) && conv.FromServer(s) {
+				if s.Has(tcpflag.RST) && conv.FromServer(s) {
 					tail := &Conversation{Client: conv.Client, Server: conv.Server, Segs: conv.Segs[max(0, i-12) : i+1]}
 					t.Errorf("tund sent RST where a graceful close is due; the segments before it:%s", tail)
 				}
@@ -193,7 +194,7 @@ func TestFinWait2(t *testing.T) {
 			switch {
 			case answer == nil:
 				t.Errorf("tund did not answer the client's FIN:%s", conv)
-			case c.rst && !answer.Has(flagRST):
+			case c.rst && !answer.Has(tcpflag.RST):
 				t.Errorf("want RST after the FIN-WAIT-2 timeout, got %v:%s", answer, conv)
 			case !c.rst && !(answer.PureACK() && answer.Ack == finEnd):
 				t.Errorf("want a pure ACK of the FIN (ack %d), got %v:%s", finEnd, answer, conv)
@@ -256,8 +257,8 @@ func TestAbortiveClose(t *testing.T) {
 		var fin, rst bool
 		for _, s := range c.Segs {
 			if c.FromServer(s) {
-				fin = fin || s.Has(flagFIN)
-				rst = rst || s.Has(flagRST)
+				fin = fin || s.Has(tcpflag.FIN)
+				rst = rst || s.Has(tcpflag.RST)
 			}
 		}
 		abort := c.Server.Port() == 1313
@@ -303,7 +304,7 @@ func TestMergeWindowBeyondRTO(t *testing.T) {
 			conv := convs[0]
 			fins := 0
 			for _, s := range conv.Segs {
-				if !conv.FromServer(s) && s.Has(flagFIN) {
+				if !conv.FromServer(s) && s.Has(tcpflag.FIN) {
 					fins++
 				}
 			}

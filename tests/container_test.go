@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // TestContainerREADME runs README's three docker commands as written: the
@@ -249,7 +251,7 @@ func TestContainerSidecar(t *testing.T) {
 		conv := conversationTo(t, stopWhen(cap, func(segs []Segment) bool {
 			fins, acked := 0, false
 			for _, s := range segs {
-				if s.Dst.String() == wire && s.Has(flagFIN) {
+				if s.Dst.String() == wire && s.Has(tcpflag.FIN) {
 					fins++
 				}
 				acked = acked || fins == 2 && s.Src.String() == wire && s.PureACK()
@@ -258,7 +260,7 @@ func TestContainerSidecar(t *testing.T) {
 		}), wire)
 		var clientFINs []Segment
 		for _, s := range conv.Segs {
-			if !conv.FromServer(s) && s.Has(flagFIN) {
+			if !conv.FromServer(s) && s.Has(tcpflag.FIN) {
 				clientFINs = append(clientFINs, s)
 			}
 		}
@@ -365,7 +367,7 @@ func TestContainerStop(t *testing.T) {
 		segs := cap.Stop()
 		fins := map[netip.AddrPort]bool{}
 		for _, conv := range conversations(segs) {
-			if conv.firstFIN(true) >= 0 && !sentBy(conv, true, flagRST) {
+			if conv.firstFIN(true) >= 0 && !sentBy(conv, true, tcpflag.RST) {
 				fins[conv.Client] = true
 			}
 		}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/netns"
 )
 
 // The container tests (container_test.go) run tund's image, built from the
@@ -265,19 +267,23 @@ func runContainer(t testing.TB, args ...string) *Container {
 // and the harness reach it, and removes the name when the test ends.
 func (c *Container) attach() {
 	c.t.Helper()
-	pid := strings.TrimSpace(mustDocker(c.t, "inspect", "-f", "{{.State.Pid}}", c.ID))
-	if pid == "0" {
+	out := strings.TrimSpace(mustDocker(c.t, "inspect", "-f", "{{.State.Pid}}", c.ID))
+	pid, err := strconv.Atoi(out)
+	if err != nil {
+		c.t.Fatalf("docker inspect %.12s: the PID is %q: %v", c.ID, out, err)
+	}
+	if pid == 0 {
 		logs, _ := dockerRun("logs", c.ID)
 		c.t.Fatalf("container %.12s exited at start: %s", c.ID, logs)
 	}
-	name := fmt.Sprintf("tundt-%d-%d", os.Getpid(), nsCounter.Add(1))
-	if out, err := exec.Command("ip", "netns", "attach", name, pid).CombinedOutput(); err != nil {
-		c.t.Fatalf("ip netns attach %s %s: %v: %s", name, pid, err, out)
+	n, err := netns.Attach(nsPrefix, pid)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	c.NS = &NS{t: c.t, Name: name}
+	c.NS = &NS{NS: n, t: c.t}
 	c.t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			c.t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := n.Remove(); err != nil {
+			c.t.Error(err)
 		}
 	})
 	c.NS.Run("ip", "route", "del", "default")

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // The close-path faults (--drop-fin, --delay-fin, --no-fin, --abort,
@@ -31,7 +33,7 @@ func readAll(t *testing.T, c *net.TCPConn) []byte {
 func serverFINs(c *Conversation) []int {
 	var fins []int
 	for i, s := range c.Segs {
-		if c.FromServer(s) && s.Has(flagFIN) {
+		if c.FromServer(s) && s.Has(tcpflag.FIN) {
 			fins = append(fins, i)
 		}
 	}
@@ -169,8 +171,8 @@ func TestFaultAbortFlag(t *testing.T) {
 		var fin, rst bool
 		for _, s := range conv.Segs {
 			if conv.FromServer(s) {
-				fin = fin || s.Has(flagFIN)
-				rst = rst || s.Has(flagRST)
+				fin = fin || s.Has(tcpflag.FIN)
+				rst = rst || s.Has(tcpflag.RST)
 			}
 		}
 		abort := conv.Server.Port() == 13

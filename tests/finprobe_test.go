@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // TestFINNotResentUnderLoad: under wrk with Connection: close, where the
@@ -27,7 +29,7 @@ func TestFINNotResentUnderLoad(t *testing.T) {
 	first := map[fin]time.Time{}
 	again, early := 0, 0
 	for _, s := range segs {
-		if s.Src != server || !s.Has(flagFIN) {
+		if s.Src != server || !s.Has(tcpflag.FIN) {
 			continue
 		}
 		k := fin{s.Dst, s.Seq}

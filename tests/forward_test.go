@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // The tests of --dial (tund as the client of kernel servers) and of the
@@ -112,8 +114,8 @@ func bothFINs(server string) func([]Segment) bool {
 	return func(segs []Segment) bool {
 		var fromServer, toServer bool
 		for _, s := range segs {
-			fromServer = fromServer || (s.Src == want && s.Has(flagFIN))
-			toServer = toServer || (s.Dst == want && s.Has(flagFIN))
+			fromServer = fromServer || (s.Src == want && s.Has(tcpflag.FIN))
+			toServer = toServer || (s.Dst == want && s.Has(tcpflag.FIN))
 		}
 		return fromServer && toServer
 	}
@@ -124,7 +126,7 @@ func rstSeen(server string) func([]Segment) bool {
 	want := netip.MustParseAddrPort(server)
 	return func(segs []Segment) bool {
 		for _, s := range segs {
-			if (s.Src == want || s.Dst == want) && s.Has(flagRST) {
+			if (s.Src == want || s.Dst == want) && s.Has(tcpflag.RST) {
 				return true
 			}
 		}
@@ -158,7 +160,7 @@ func finAt(t *testing.T, c *Conversation, server bool, n int) int {
 		t.Fatalf("no FIN from the %s:%s", side(server), c)
 	}
 	for _, s := range c.Segs {
-		if s.Has(flagSYN) && c.FromServer(s) == server {
+		if s.Has(tcpflag.SYN) && c.FromServer(s) == server {
 			if got := c.Segs[i].Seq + uint32(c.Segs[i].Len) - s.Seq - 1; got != uint32(n) {
 				t.Errorf("the %s's FIN comes after %d bytes, want %d", side(server), got, n)
 			}
@@ -205,17 +207,17 @@ func noRST(t *testing.T, c *Conversation) {
 	}
 	for i, s := range c.Segs {
 		from, to := side(s), 1-side(s)
-		if s.Has(flagRST) {
-			answers := i > 0 && side(c.Segs[i-1]) == to && !s.Has(flagACK) && s.Seq == c.Segs[i-1].Ack
+		if s.Has(tcpflag.RST) {
+			answers := i > 0 && side(c.Segs[i-1]) == to && !s.Has(tcpflag.ACK) && s.Seq == c.Segs[i-1].Ack
 			if !(finAcked[0] && finAcked[1] && answers) {
 				t.Errorf("RST in a graceful close:%s", c)
 			}
 			return
 		}
-		if finSent[to] && s.Has(flagACK) && s.Ack == fin[to]+1 {
+		if finSent[to] && s.Has(tcpflag.ACK) && s.Ack == fin[to]+1 {
 			finAcked[to] = true
 		}
-		if s.Has(flagFIN) && !finSent[from] {
+		if s.Has(tcpflag.FIN) && !finSent[from] {
 			finSent[from], fin[from] = true, s.Seq+uint32(s.Len)
 		}
 	}
@@ -299,7 +301,7 @@ func TestDialData(t *testing.T) {
 			}
 			conv := conversationTo(t, stopWhen(cap, bothFINs(c.server)), c.server)
 			syn := conv.Segs[0]
-			if syn.Src.Addr() != netip.MustParseAddr(c.stackAddr) || syn.Flags&(flagSYN|flagACK) != flagSYN {
+			if syn.Src.Addr() != netip.MustParseAddr(c.stackAddr) || syn.Flags&(tcpflag.SYN|tcpflag.ACK) != tcpflag.SYN {
 				t.Errorf("the connection to %s was not opened by tund's stack (%s): %v", c.server, c.stackAddr, syn)
 			}
 			finAt(t, conv, false, len(up))
@@ -486,12 +488,12 @@ func (rc resetCase) run(t *testing.T, ns *NS) {
 	// server for --dial, the client for the proxy.
 	abortedOnWire := rc.serverAborts == rc.tundIsWireClient
 	switch {
-	case abortedOnWire && !sentBy(conv, !tundSide, flagRST):
+	case abortedOnWire && !sentBy(conv, !tundSide, tcpflag.RST):
 		t.Errorf("no RST on tund0 from the peer that aborted:%s", conv)
-	case !abortedOnWire && !sentBy(conv, tundSide, flagRST):
+	case !abortedOnWire && !sentBy(conv, tundSide, tcpflag.RST):
 		t.Errorf("tund did not send RST on tund0:%s", conv)
 	}
-	if sentBy(conv, tundSide, flagFIN) {
+	if sentBy(conv, tundSide, tcpflag.FIN) {
 		t.Errorf("tund sent FIN where a RST crossed:%s", conv)
 	}
 }
@@ -515,7 +517,7 @@ func TestDialReset(t *testing.T) {
 			t.Error(err)
 		}
 		conv := conversationTo(t, stopWhen(cap, rstSeen("198.18.0.1:9001")), "198.18.0.1:9001")
-		if !sentBy(conv, true, flagRST) {
+		if !sentBy(conv, true, tcpflag.RST) {
 			t.Errorf("the kernel did not refuse tund's SYN:%s", conv)
 		}
 	})
@@ -540,7 +542,7 @@ func TestProxyReset(t *testing.T) {
 			t.Error(err)
 		}
 		conv := conversationTo(t, stopWhen(cap, rstSeen(stackV4+":8082")), stackV4+":8082")
-		if !sentBy(conv, true, flagRST) || sentBy(conv, true, flagFIN) {
+		if !sentBy(conv, true, tcpflag.RST) || sentBy(conv, true, tcpflag.FIN) {
 			t.Errorf("want a RST and no FIN from tund:%s", conv)
 		}
 	})
@@ -610,7 +612,7 @@ func TestProxyOptions(t *testing.T) {
 			t.Fatalf("server: %v", err)
 		}
 		conv := conversationTo(t, stopWhen(cap, rstSeen(stackV4+":8080")), stackV4+":8080")
-		if !sentBy(conv, true, flagRST) || sentBy(conv, true, flagFIN) {
+		if !sentBy(conv, true, tcpflag.RST) || sentBy(conv, true, tcpflag.FIN) {
 			t.Errorf("want a RST and no FIN from tund:%s", conv)
 		}
 	})
@@ -651,7 +653,7 @@ func TestProxyOptions(t *testing.T) {
 		if gap := conv.Segs[sf].T.Sub(conv.Segs[cf].T); gap > 200*time.Millisecond {
 			t.Errorf("tund's FIN came %v after the client's, want at once", gap)
 		}
-		if sentBy(conv, true, flagRST) {
+		if sentBy(conv, true, tcpflag.RST) {
 			t.Errorf("tund sent RST where half-close=close closes with FIN:%s", conv)
 		}
 	})

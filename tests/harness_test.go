@@ -9,23 +9,20 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/tund/tund/internal/netns"
 )
 
 // Stack addresses of a default tund, as in its --help.
@@ -89,37 +86,33 @@ func preflight() error {
 	return nil
 }
 
-// nsCounter makes namespace names unique within the run; the PID makes them
-// unique across concurrent runs.
-var nsCounter atomic.Int64
+// nsPrefix begins the name of every namespace the tests make or attach:
+// scripts/test sweeps namespaces by it, and the PID after it, after a run
+// that was killed.
+const nsPrefix = "tundt"
 
-// NS is a network namespace made for one test.
+// NS is a network namespace made for one test: netns.NS (Name, Command,
+// Do) with the test's conveniences.
 type NS struct {
-	t    testing.TB
-	Name string
+	*netns.NS
+	t testing.TB
 }
 
 // newNS makes a namespace with loopback up and no route out, and removes it
 // when the test ends.
 func newNS(t testing.TB) *NS {
 	t.Helper()
-	name := fmt.Sprintf("tundt-%d-%d", os.Getpid(), nsCounter.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	n, err := netns.New(nsPrefix)
+	if err != nil {
+		t.Fatal(err)
 	}
-	ns := &NS{t: t, Name: name}
+	ns := &NS{NS: n, t: t}
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := n.Remove(); err != nil {
+			t.Error(err)
 		}
 	})
-	ns.MustRun("ip", "link", "set", "lo", "up")
 	return ns
-}
-
-// Command returns cmd prepared to run inside the namespace.
-func (n *NS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 }
 
 // Run runs a command in the namespace with a 2-minute bound and returns its
@@ -127,14 +120,7 @@ func (n *NS) Command(ctx context.Context, name string, args ...string) *exec.Cmd
 func (n *NS) Run(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := n.Command(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		return stdout.String(), fmt.Errorf("%s %s: %v; stderr: %s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return n.NS.Run(ctx, name, args...)
 }
 
 // MustRun is Run that fails the test on error.
@@ -145,33 +131,6 @@ func (n *NS) MustRun(name string, args ...string) string {
 		n.t.Fatal(err)
 	}
 	return out
-}
-
-// Do runs f on an OS thread that has entered the namespace, so that sockets
-// f creates belong to it (a socket keeps the namespace it was made in).
-func (n *NS) Do(f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(n.Name)
-	if err != nil {
-		return fmt.Errorf("namespace %s: %w", n.Name, err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		return fmt.Errorf("entering %s: %w", n.Name, err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			// A thread left in the wrong namespace must not be reused.
-			panic(fmt.Sprintf("leaving %s: %v", n.Name, err))
-		}
-	}()
-	return f()
 }
 
 // Dial connects from the namespace with the kernel's TCP.
@@ -213,7 +172,7 @@ type Tund struct {
 func startTund(t testing.TB, ns *NS, args ...string) *Tund {
 	t.Helper()
 	td := &Tund{t: t, ns: ns, logs: &syncBuffer{}, done: make(chan struct{})}
-	td.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, tundBin}, args...)...)
+	td.cmd = ns.Command(context.Background(), tundBin, args...)
 	// If the test binary dies (a panic, go test's -timeout), tund must not
 	// outlive it holding a device in a namespace nobody removes.
 	td.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // addLoss drops packets at random with probability p in both directions of
@@ -107,7 +109,7 @@ func TestNoResetUnderLoss(t *testing.T) {
 	for _, s := range segs {
 		if s.Src.Addr().String() == stackV4 {
 			sent++
-			if s.Has(flagRST) {
+			if s.Has(tcpflag.RST) {
 				rsts = append(rsts, s)
 			}
 		}
@@ -116,7 +118,7 @@ func TestNoResetUnderLoss(t *testing.T) {
 		closes, transfers, time.Since(start).Round(time.Millisecond), sent, len(rsts))
 	for _, c := range conversations(segs) {
 		for i, s := range c.Segs {
-			if !s.Has(flagRST) || !c.FromServer(s) {
+			if !s.Has(tcpflag.RST) || !c.FromServer(s) {
 				continue
 			}
 			if lateAfterPassiveClose(c, i) {
@@ -148,7 +150,7 @@ func lateAfterPassiveClose(c *Conversation, i int) bool {
 	serverFINEnd := c.Segs[sf].Seq + uint32(c.Segs[sf].Len) + 1
 	var clientAcked, serverAcked bool
 	for _, s := range c.Segs[:i] {
-		if !s.Has(flagACK) {
+		if !s.Has(tcpflag.ACK) {
 			continue
 		}
 		if c.FromServer(s) && int32(s.Ack-clientFINEnd) >= 0 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tund/tund/internal/tcpflag"
 	"github.com/tund/tund/scenario"
 	"github.com/tund/tund/stack"
 )
@@ -71,14 +72,14 @@ func closeEvents(c *Conversation) []closeEvent {
 			who = "T"
 		}
 		theirs, ok := fin[!byTund]
-		acksTheirs := ok && s.Has(flagACK) && s.Ack == theirs
+		acksTheirs := ok && s.Has(tcpflag.ACK) && s.Ack == theirs
 		name := ""
 		switch {
-		case s.Has(flagRST):
+		case s.Has(tcpflag.RST):
 			name = who + " RST"
-		case s.Has(flagFIN) && acksTheirs:
+		case s.Has(tcpflag.FIN) && acksTheirs:
 			name = who + " FIN/ACK"
-		case s.Has(flagFIN):
+		case s.Has(tcpflag.FIN):
 			name = who + " FIN"
 		case acksTheirs && s.PureACK():
 			name = who + " ACK"
@@ -86,7 +87,7 @@ func closeEvents(c *Conversation) []closeEvent {
 		if name != "" {
 			events = append(events, closeEvent{name, s.T})
 		}
-		if s.Has(flagFIN) {
+		if s.Has(tcpflag.FIN) {
 			fin[byTund] = s.Seq + uint32(s.Len) + 1
 		}
 	}
@@ -214,7 +215,7 @@ func TestScenarios(t *testing.T) {
 					if s.Src.Addr() != tundAddr {
 						continue
 					}
-					if s.Has(flagSYN) {
+					if s.Has(tcpflag.SYN) {
 						isn, end = s.Seq+1, s.Seq+1
 					}
 					if e := s.Seq + uint32(s.Len); s.Len > 0 && int32(e-end) > 0 {
@@ -363,7 +364,7 @@ func TestScenarios(t *testing.T) {
 					// one conversation: count SYNs instead.
 					synCount := 0
 					for _, s := range segs {
-						if s.Src.Addr() == tundAddr && s.Flags&(flagSYN|flagACK) == flagSYN {
+						if s.Src.Addr() == tundAddr && s.Flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN {
 							synCount++
 						}
 					}
@@ -519,7 +520,7 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 		var out []uint32
 		n := 0
 		for _, s := range segs {
-			if s.Src == tundEnd && s.Flags&(flagSYN|flagACK) == flagSYN {
+			if s.Src == tundEnd && s.Flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN {
 				n++
 				if !slices.Contains(out, s.Seq) {
 					out = append(out, s.Seq)
@@ -542,17 +543,17 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 		fromTund := s.Src == tundEnd
 		switch {
 		case oldFIN == nil:
-			if fromTund && s.Has(flagFIN) {
+			if fromTund && s.Has(tcpflag.FIN) {
 				oldFIN = s
 			}
 		case serverFIN == nil:
-			if !fromTund && s.Has(flagFIN) {
+			if !fromTund && s.Has(tcpflag.FIN) {
 				serverFIN = s
 			}
-		case !fromTund && s.Has(flagFIN) && s.Seq == serverFIN.Seq:
+		case !fromTund && s.Has(tcpflag.FIN) && s.Seq == serverFIN.Seq:
 			t.Errorf("MSL 0: the server sent its old FIN again; want its LAST-ACK ended before:%s", wireString(msl0))
 		case newISN == 0:
-			if fromTund && s.Flags == flagSYN {
+			if fromTund && s.Flags == tcpflag.SYN {
 				newISN = s.Seq
 			} else {
 				t.Errorf("MSL 0: %s after the FINs, before tund's new SYN:%s", s, wireString(msl0))
@@ -566,7 +567,7 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 			}
 		case !rst:
 			if fromTund {
-				if !s.Has(flagRST) || s.Seq != challenge.Ack {
+				if !s.Has(tcpflag.RST) || s.Seq != challenge.Ack {
 					t.Errorf("MSL 0: tund answered the challenge ACK with %s, want a RST with seq %d:%s", s, challenge.Ack, wireString(msl0))
 				}
 				rst = true
@@ -574,11 +575,11 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 				t.Errorf("MSL 0: the server sent %s before tund's RST:%s", s, wireString(msl0))
 			}
 		case !synAck:
-			if fromTund && s.Flags != flagSYN {
+			if fromTund && s.Flags != tcpflag.SYN {
 				t.Errorf("MSL 0: tund sent %s after its RST, before a SYN-ACK; want only its SYN again:%s", s, wireString(msl0))
 			}
 			if !fromTund {
-				if s.Flags != flagSYN|flagACK || s.Ack != newISN+1 {
+				if s.Flags != tcpflag.SYN|tcpflag.ACK || s.Ack != newISN+1 {
 					t.Errorf("MSL 0: the server sent %s after tund's RST, want a SYN-ACK of the new SYN:%s", s, wireString(msl0))
 				}
 				synAck = true
@@ -609,9 +610,9 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 		acked, resets := false, 0
 		for _, s := range segs {
 			switch {
-			case s.Has(flagRST):
+			case s.Has(tcpflag.RST):
 				resets++
-			case s.Src != tundEnd && s.Has(flagFIN) && (len(fins) == 0 || fins[0].Seq == s.Seq):
+			case s.Src != tundEnd && s.Has(tcpflag.FIN) && (len(fins) == 0 || fins[0].Seq == s.Seq):
 				fins = append(fins, s)
 			case s.Src == tundEnd && len(fins) > 0 && s.PureACK() && s.Ack == fins[0].Seq+1:
 				acked = acked || len(fins) == 2
@@ -636,12 +637,12 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 	}
 	var lastFIN, syn2 time.Time
 	for i, s := range reuse {
-		if s.Src != tundEnd && s.Has(flagFIN) && syn2.IsZero() {
+		if s.Src != tundEnd && s.Has(tcpflag.FIN) && syn2.IsZero() {
 			lastFIN = s.T
 		}
-		if s.Src == tundEnd && s.Flags == flagSYN && s.Seq == ids[1] && syn2.IsZero() {
+		if s.Src == tundEnd && s.Flags == tcpflag.SYN && s.Seq == ids[1] && syn2.IsZero() {
 			syn2 = s.T
-			if i+1 >= len(reuse) || reuse[i+1].Src == tundEnd || reuse[i+1].Flags != flagSYN|flagACK {
+			if i+1 >= len(reuse) || reuse[i+1].Src == tundEnd || reuse[i+1].Flags != tcpflag.SYN|tcpflag.ACK {
 				t.Errorf("reuse: the new SYN was not answered by a SYN-ACK first:%s", wireString(reuse))
 			}
 		}

@@ -1,33 +1,29 @@
 package tests
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tund/tund/internal/netns"
 )
 
 // nsExists reports whether ip netns lists name.
 func nsExists(t *testing.T, name string) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
+	ok, err := netns.Exists(name)
 	if err != nil {
-		t.Fatalf("ip netns list: %v", err)
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
-			return true
-		}
-	}
-	return false
+	return ok
 }
 
 // scriptNS names a namespace for a script under test as newNS does, so
 // that scripts/test's sweep finds it if the test run is killed.
-func scriptNS() string { return fmt.Sprintf("tundt-%d-%d", os.Getpid(), nsCounter.Add(1)) }
+func scriptNS() string { return netns.Name(nsPrefix) }
 
 // runScript runs a script of scripts/ with the tund that TestMain built
 // (scripts/up would otherwise build the checkout's bin/tund).

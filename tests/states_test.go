@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // connState returns tund's state for the connection whose peer is remote,
@@ -143,10 +145,10 @@ func TestClosingStates(t *testing.T) {
 				from, other = "tund", "client"
 				own, theirs = &tundFIN, clientFIN
 			}
-			if theirs != nil && s.Has(flagACK) && s.Ack == theirs.Seq+uint32(theirs.Len)+1 && !contains(got, from+" ACK of "+other+" FIN") {
+			if theirs != nil && s.Has(tcpflag.ACK) && s.Ack == theirs.Seq+uint32(theirs.Len)+1 && !contains(got, from+" ACK of "+other+" FIN") {
 				got = append(got, from+" ACK of "+other+" FIN")
 			}
-			if s.Has(flagFIN) && *own == nil {
+			if s.Has(tcpflag.FIN) && *own == nil {
 				*own = s
 				got = append(got, from+" FIN")
 			}

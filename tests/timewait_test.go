@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // TestTimeWaitReplayedFIN checks TIME-WAIT and --msl on the wire. tund
@@ -84,7 +86,7 @@ func replayFINs(t *testing.T, args []string, offsets []time.Duration, wantACKed 
 	var answers [][]Segment
 	for _, s := range segs {
 		switch {
-		case s.Src == c.Client && s.Has(flagFIN):
+		case s.Src == c.Client && s.Has(tcpflag.FIN):
 			answers = append(answers, nil)
 		case s.Src == c.Server && len(answers) > 0:
 			answers[len(answers)-1] = append(answers[len(answers)-1], s)
@@ -202,10 +204,10 @@ func TestTimeWaitRST(t *testing.T) {
 			segs := replay.Stop()
 			acked, reset, sentRST := false, false, false
 			for _, s := range segs {
-				sentRST = sentRST || (s.Src == client && s.Has(flagRST))
+				sentRST = sentRST || (s.Src == client && s.Has(tcpflag.RST))
 				if s.Src.Port() == 13 {
 					acked = acked || (s.PureACK() && s.Ack == clientFIN.Seq+1)
-					reset = reset || s.Has(flagRST)
+					reset = reset || s.Has(tcpflag.RST)
 				}
 			}
 			if !sentRST {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // closeRecord is a record of /closes, as tund's JSON gives it.
@@ -74,7 +76,7 @@ func agree(t *testing.T, rec closeRecord, conv *Conversation) {
 	t.Helper()
 	start := -1
 	for i, s := range conv.Segs {
-		if s.Has(flagFIN) || s.Has(flagRST) {
+		if s.Has(tcpflag.FIN) || s.Has(tcpflag.RST) {
 			start = i
 			break
 		}
@@ -92,7 +94,7 @@ func agree(t *testing.T, rec closeRecord, conv *Conversation) {
 		if _, ok := firstAfterStart[from]; !ok && i >= start {
 			firstAfterStart[from] = len(wire[from])
 		}
-		wire[from] = append(wire[from], fmt.Sprintf("%s seq=%d ack=%d len=%d", s.flagLetters(), s.Seq, s.Ack, s.Len))
+		wire[from] = append(wire[from], fmt.Sprintf("%s seq=%d ack=%d len=%d", tcpflag.String(s.Flags), s.Seq, s.Ack, s.Len))
 	}
 	recorded := map[string][]string{}
 	for _, s := range rec.Segments {

@@ -7,57 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// TCP flag bits (RFC 9293 §3.1).
-const (
-	flagFIN = 0x01
-	flagSYN = 0x02
-	flagRST = 0x04
-	flagPSH = 0x08
-	flagACK = 0x10
+	"github.com/tund/tund/internal/pcapfile"
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // Segment is one TCP segment seen on the wire.
-type Segment struct {
-	T        time.Time
-	Src, Dst netip.AddrPort
-	Flags    uint8
-	Seq, Ack uint32
-	Win      uint16 // as sent, before the window scale
-	Len      int
-}
-
-func (s Segment) Has(f uint8) bool { return s.Flags&f != 0 }
-
-// PureACK reports a segment with only ACK set and no payload.
-func (s Segment) PureACK() bool { return s.Flags&^flagPSH == flagACK && s.Len == 0 }
-
-// flagLetters spells the flags as tund's close records do: S F R P A.
-func (s Segment) flagLetters() string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{flagSYN, 'S'}, {flagFIN, 'F'}, {flagRST, 'R'}, {flagPSH, 'P'}, {flagACK, 'A'}} {
-		if s.Flags&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	return b.String()
-}
-
-// String prints the segment much as tcpdump does ("." for ACK).
-func (s Segment) String() string {
-	flags := strings.ReplaceAll(s.flagLetters(), "A", ".")
-	return fmt.Sprintf("%s %v > %v [%s] seq %d ack %d win %d len %d", s.T.Format("15:04:05.000000"), s.Src, s.Dst, flags, s.Seq, s.Ack, s.Win, s.Len)
-}
+type Segment = pcapfile.Segment
 
 // Capture is a tcpdump running on a device of a namespace.
 type Capture struct {
@@ -193,66 +155,22 @@ func (c *Capture) mark() error {
 	}
 }
 
-// readPcap parses a classic pcap file of raw IP packets (what tcpdump writes
-// for a TUN device) and returns its TCP segments, and whether it holds
-// Stop's marker.
+// readPcap reads a capture (tcpdump's, raw IP for a TUN device or Linux
+// cooked for "any", or tund's --pcap) and returns its TCP segments, and
+// whether it holds Stop's marker. mark and stopWhen read a capture that
+// tcpdump is still writing, so a record cut short at the end is no error:
+// the next read has it whole.
 func readPcap(file string) (segs []Segment, marked bool, err error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
+	pkts, err := pcapfile.ReadFile(file)
+	if err != nil && !errors.Is(err, pcapfile.ErrTruncated) {
 		return nil, false, err
 	}
-	if len(b) < 24 {
-		return nil, false, fmt.Errorf("%s: %d bytes, no pcap header", file, len(b))
-	}
-	var bo binary.ByteOrder = binary.LittleEndian
-	nano := false
-	switch binary.LittleEndian.Uint32(b) {
-	case 0xa1b2c3d4:
-	case 0xa1b23c4d:
-		nano = true
-	default:
-		bo = binary.BigEndian
-		nano = binary.BigEndian.Uint32(b) == 0xa1b23c4d
-	}
-	var skip int
-	switch lt := bo.Uint32(b[20:]); lt {
-	case 101, 12, 228, 229: // raw IP
-	case 113: // Linux cooked
-		skip = 16
-	case 276: // Linux cooked v2
-		skip = 20
-	default:
-		return nil, false, fmt.Errorf("%s: link type %d, want raw IP", file, lt)
-	}
-	for p := 24; p+16 <= len(b); {
-		sec, frac := bo.Uint32(b[p:]), bo.Uint32(b[p+4:])
-		incl := int(bo.Uint32(b[p+8:]))
-		orig := int(bo.Uint32(b[p+12:]))
-		p += 16
-		if p+incl > len(b) {
-			break
-		}
-		pkt := b[p : p+incl]
-		p += incl
-		if len(pkt) < skip {
-			continue
-		}
-		ns := int64(frac) * 1000
-		if nano {
-			ns = int64(frac)
-		}
-		if s, ok := parseSegment(pkt[skip:], orig-skip); ok {
-			s.T = time.Unix(int64(sec), ns)
-			segs = append(segs, s)
-		} else if isMarker(pkt[skip:]) {
-			marked = true
-		}
-	}
-	return segs, marked, nil
+	return pcapfile.Segments(pkts), slices.ContainsFunc(pkts, isMarker), nil
 }
 
 // isMarker reports an IPv4 UDP datagram to markAddr.
-func isMarker(pkt []byte) bool {
+func isMarker(p pcapfile.Packet) bool {
+	pkt := p.Data
 	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 17 {
 		return false
 	}
@@ -262,51 +180,6 @@ func isMarker(pkt []byte) bool {
 	}
 	dst, _ := netip.AddrFromSlice(pkt[16:20])
 	return netip.AddrPortFrom(dst, binary.BigEndian.Uint16(pkt[ihl+2:])) == markAddr
-}
-
-// parseSegment reads a TCP segment from an IP packet whose first bytes are
-// pkt and whose length on the wire was wireLen.
-func parseSegment(pkt []byte, wireLen int) (Segment, bool) {
-	var s Segment
-	if len(pkt) < 1 {
-		return s, false
-	}
-	var l4 []byte
-	var ipPayload int
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < 20 || pkt[9] != 6 {
-			return s, false
-		}
-		ihl := int(pkt[0]&0xf) * 4
-		if len(pkt) < ihl+20 {
-			return s, false
-		}
-		src, _ := netip.AddrFromSlice(pkt[12:16])
-		dst, _ := netip.AddrFromSlice(pkt[16:20])
-		l4 = pkt[ihl:]
-		ipPayload = int(binary.BigEndian.Uint16(pkt[2:])) - ihl
-		s.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
-		s.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
-	case 6:
-		if len(pkt) < 60 || pkt[6] != 6 {
-			return s, false
-		}
-		src, _ := netip.AddrFromSlice(pkt[8:24])
-		dst, _ := netip.AddrFromSlice(pkt[24:40])
-		l4 = pkt[40:]
-		ipPayload = int(binary.BigEndian.Uint16(pkt[4:]))
-		s.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:]))
-		s.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:]))
-	default:
-		return s, false
-	}
-	s.Seq = binary.BigEndian.Uint32(l4[4:])
-	s.Ack = binary.BigEndian.Uint32(l4[8:])
-	s.Flags = l4[13]
-	s.Win = binary.BigEndian.Uint16(l4[14:])
-	s.Len = ipPayload - int(l4[12]>>4)*4
-	return s, true
 }
 
 // Conversation is the segments of one connection, in capture order.
@@ -331,7 +204,7 @@ func conversations(segs []Segment) []*Conversation {
 			c.Segs = append(c.Segs, s)
 			continue
 		}
-		if s.Flags&(flagSYN|flagACK) == flagSYN {
+		if s.Flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN {
 			c := &Conversation{Client: s.Src, Server: s.Dst, Segs: []Segment{s}}
 			byKey[key] = c
 			out = append(out, c)
@@ -356,7 +229,7 @@ func (c *Conversation) String() string {
 // true) or the client, or -1.
 func (c *Conversation) firstFIN(server bool) int {
 	for i, s := range c.Segs {
-		if s.Has(flagFIN) && c.FromServer(s) == server {
+		if s.Has(tcpflag.FIN) && c.FromServer(s) == server {
 			return i
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // metricSum reads tund's /metrics and adds up the samples of name whose
@@ -90,9 +92,9 @@ func TestWireTruthCounters(t *testing.T) {
 	for _, s := range segs {
 		fromTund := s.Src.Addr() == stack
 		switch {
-		case fromTund && s.Has(flagRST):
+		case fromTund && s.Has(tcpflag.RST):
 			wire.rstSent++
-		case !fromTund && s.Has(flagRST):
+		case !fromTund && s.Has(tcpflag.RST):
 			wire.rstReceived++
 		}
 		if fromTund {
@@ -144,8 +146,8 @@ func incarnations(segs []Segment) []*Conversation {
 		if c == nil {
 			c = byKey[[2]netip.AddrPort{s.Dst, s.Src}]
 		}
-		ended := c != nil && slices.ContainsFunc(c.Segs, func(x Segment) bool { return x.Has(flagFIN) || x.Has(flagRST) })
-		if s.Flags&(flagSYN|flagACK) == flagSYN && (c == nil || ended) {
+		ended := c != nil && slices.ContainsFunc(c.Segs, func(x Segment) bool { return x.Has(tcpflag.FIN) || x.Has(tcpflag.RST) })
+		if s.Flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN && (c == nil || ended) {
 			c = &Conversation{Client: s.Src, Server: s.Dst}
 			byKey[[2]netip.AddrPort{s.Src, s.Dst}] = c
 			out = append(out, c)
@@ -182,24 +184,24 @@ func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool
 	)
 	for i, s := range c.Segs {
 		from, to := side(s), 1-side(s)
-		if (s.Has(flagFIN) || s.Has(flagRST)) && term[from] == nil {
+		if (s.Has(tcpflag.FIN) || s.Has(tcpflag.RST)) && term[from] == nil {
 			term[from] = &c.Segs[i]
 		}
 		switch {
 		case done:
-		case s.Has(flagRST):
+		case s.Has(tcpflag.RST):
 			kind, done = "reset", true
 		default:
-			if finSent[to] && !finAcked[to] && s.Has(flagACK) && s.Ack >= fin[to]+1 {
+			if finSent[to] && !finAcked[to] && s.Has(tcpflag.ACK) && s.Ack >= fin[to]+1 {
 				finAcked[to] = true
 				if kind == "" {
 					kind = "four-way"
-					if s.Has(flagFIN) || s.Len > 0 {
+					if s.Has(tcpflag.FIN) || s.Len > 0 {
 						kind = "three-way"
 					}
 				}
 			}
-			if s.Has(flagFIN) && !finSent[from] {
+			if s.Has(tcpflag.FIN) && !finSent[from] {
 				finSent[from], fin[from] = true, s.Seq+uint32(s.Len)
 				if finSent[to] && !finAcked[to] {
 					kind = "simultaneous"
@@ -220,11 +222,11 @@ func classify(c *Conversation, tund netip.Addr) (kind, initiator string, ok bool
 	switch {
 	case other == nil:
 		return kind, names[a], true
-	case first.Has(flagRST):
+	case first.Has(tcpflag.RST):
 		return kind, "both", true
-	case other.Has(flagACK) && other.Ack < first.Seq+uint32(first.Len)+1:
+	case other.Has(tcpflag.ACK) && other.Ack < first.Seq+uint32(first.Len)+1:
 		return kind, "both", true
-	case !other.Has(flagACK) && !(other.Has(flagRST) && first.Has(flagACK) && other.Seq == first.Ack):
+	case !other.Has(tcpflag.ACK) && !(other.Has(tcpflag.RST) && first.Has(tcpflag.ACK) && other.Seq == first.Ack):
 		return kind, "both", true
 	}
 	return kind, names[a], true
@@ -415,7 +417,7 @@ func TestWireTruthFinalACK(t *testing.T) {
 	for _, c := range incarnations(segs) {
 		fins := 0
 		for _, s := range c.Segs {
-			if !c.FromServer(s) && s.Has(flagFIN) {
+			if !c.FromServer(s) && s.Has(tcpflag.FIN) {
 				fins++
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/tund/tund/internal/serve"
 	"github.com/tund/tund/service"
 )
 
@@ -36,7 +37,7 @@ func benchServerCommand(args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tund bench-server: discard: %v\n", err)
 			return 1
 		}
-		go serveDiscard(dln)
+		go serve.Discard(dln, 0)
 	}
 	fmt.Fprintf(stderr, "tund bench-server: serving on %s\n", ln.Addr())
 	if err := http.Serve(ln, service.NewHTTPHandler()); err != nil {
@@ -44,19 +45,4 @@ func benchServerCommand(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// serveDiscard reads and drops each connection's bytes until the peer's
-// FIN, then closes, as tund's discard service does.
-func serveDiscard(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(io.Discard, c)
-		}()
-	}
 }

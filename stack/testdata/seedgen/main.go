@@ -1,5 +1,6 @@
-// Command seedgen turns a pcap that tund wrote (--pcap, raw IP link type)
-// into seed corpus files for the stack package's fuzz targets, in the
+// Command seedgen turns a pcap that tund wrote (--pcap, raw IP link type;
+// tcpdump's raw, Linux cooked and Ethernet captures read too) into seed
+// corpus files for the stack package's fuzz targets, in the
 // "go test fuzz v1" format, under stack/testdata/fuzz/<FuzzName>/.
 //
 //	go run ./stack/testdata/seedgen -pcap capture.pcap -name NAME -targets parse,tracer
@@ -14,10 +15,8 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net/netip"
 	"os"
@@ -26,6 +25,8 @@ import (
 	"strings"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/internal/pcapfile"
 )
 
 func main() {
@@ -58,35 +59,16 @@ func main() {
 	}
 }
 
-// readPcap returns the packets of a pcap file of link type RAW (101).
+// readPcap returns the IP packets of a pcap file. A file cut short fails:
+// the seeds are to be a capture's whole conversations.
 func readPcap(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
+	recs, err := pcapfile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(b) < 24 {
-		return nil, errors.New("not a pcap file")
-	}
-	var bo binary.ByteOrder
-	switch binary.LittleEndian.Uint32(b) {
-	case 0xa1b2c3d4, 0xa1b23c4d:
-		bo = binary.LittleEndian
-	case 0xd4c3b2a1, 0x4d3cb2a1:
-		bo = binary.BigEndian
-	default:
-		return nil, errors.New("not a pcap file")
-	}
-	if lt := bo.Uint32(b[20:]); lt != 101 {
-		return nil, fmt.Errorf("link type %d, want 101 (raw IP)", lt)
-	}
-	var pkts [][]byte
-	for b = b[24:]; len(b) >= 16; {
-		n := int(bo.Uint32(b[8:]))
-		if len(b) < 16+n {
-			return nil, io.ErrUnexpectedEOF
-		}
-		pkts = append(pkts, b[16:16+n])
-		b = b[16+n:]
+	pkts := make([][]byte, len(recs))
+	for i, r := range recs {
+		pkts[i] = r.Data
 	}
 	return pkts, nil
 }
