@@ -6,21 +6,23 @@ import (
 	"strings"
 
 	"github.com/tund/tund/internal/tcpflag"
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
+	"github.com/tund/tund/stack/link/faults"
+	"github.com/tund/tund/stack/tcpstate"
 )
 
 // WriteLadder draws a close as the ladder diagram of the TCP textbooks:
 // tund on the left, the peer on the right, one arrow per segment with its
 // flags, sequence and acknowledgement numbers, and the time since the
 // first FIN or RST.
-func WriteLadder(w io.Writer, c *stack.Close) {
+func WriteLadder(w io.Writer, c *closes.Record) {
 	const width = 52
 	left := "tund " + c.Local.String()
 	right := "peer " + c.Remote.String()
 	switch {
-	case c.Initiator == stack.SideBoth && c.Kind == stack.KindSimultaneous:
+	case c.Initiator == closes.SideBoth && c.Kind == closes.KindSimultaneous:
 		fmt.Fprintf(w, "%s close, the FINs crossed", c.Kind)
-	case c.Initiator == stack.SideBoth:
+	case c.Initiator == closes.SideBoth:
 		fmt.Fprintf(w, "%s close, the two sides' first FIN or RST crossed", c.Kind)
 	default:
 		fmt.Fprintf(w, "%s close, started by %s", c.Kind, c.Initiator)
@@ -40,7 +42,7 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  %-12s %-*s%s\n", "", width+3, left, right)
-	fmt.Fprintf(w, "  %-12s  %*s  %s\n", "ESTABLISHED", width+1, "", "ESTABLISHED")
+	fmt.Fprintf(w, "  %-12s  %*s  %s\n", tcpstate.Established, width+1, "", tcpstate.Established)
 	for _, s := range c.Segments {
 		// Flags as the textbooks spell them: FIN|ACK, ACK, RST.
 		label := fmt.Sprintf("%s seq=%d ack=%d", tcpflag.Names(tcpflag.Parse(s.Flags)), s.Seq, s.Ack)
@@ -54,13 +56,13 @@ func WriteLadder(w io.Writer, c *stack.Close) {
 		head, tail, note := ">", "<", ""
 		switch s.Fault {
 		case "":
-		case stack.FaultDelayFIN:
+		case faults.DelayFIN:
 			head, note = " ", "  held ("+s.Fault+")"
 		default:
 			head, tail, note = "X", "X", "  lost ("+s.Fault+")"
 		}
 		var arrow string
-		if s.From == stack.SideTund {
+		if s.From == closes.SideTund {
 			arrow = "-- " + label + " " + strings.Repeat("-", pad) + head
 		} else {
 			arrow = tail + strings.Repeat("-", pad) + " " + label + " --"

@@ -6,26 +6,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // TestLadderStates draws the textbook four-way close that tund starts and
 // checks the arrows and the states each side enters (the tracer names
-// them; stack/closestate_test.go checks that it names them right).
+// them; stack/closes/sides_test.go checks that it names them right).
 func TestLadderStates(t *testing.T) {
 	t0 := time.Unix(0, 0)
-	seg := func(ms int, from, flags string, seq, ack uint32, tundState, peerState string) stack.Segment {
-		return stack.Segment{At: t0.Add(time.Duration(ms) * time.Millisecond), From: from, Flags: flags, Seq: seq, Ack: ack,
+	seg := func(ms int, from, flags string, seq, ack uint32, tundState, peerState string) closes.Segment {
+		return closes.Segment{At: t0.Add(time.Duration(ms) * time.Millisecond), From: from, Flags: flags, Seq: seq, Ack: ack,
 			TundState: tundState, PeerState: peerState}
 	}
-	c := &stack.Close{
+	c := &closes.Record{
 		Local: netip.MustParseAddrPort("198.18.0.2:13"), Remote: netip.MustParseAddrPort("198.18.0.1:40000"),
-		Initiator: stack.SideTund, Kind: stack.KindFourWay, Start: t0, End: t0.Add(3 * time.Millisecond),
-		Segments: []stack.Segment{
-			seg(0, stack.SideTund, "FA", 100, 500, "FIN-WAIT-1", "CLOSE-WAIT"),
-			seg(1, stack.SidePeer, "A", 500, 101, "FIN-WAIT-2", ""),
-			seg(2, stack.SidePeer, "FA", 500, 101, "TIME-WAIT", "LAST-ACK"),
-			seg(3, stack.SideTund, "A", 101, 501, "", "CLOSED"),
+		Initiator: closes.SideTund, Kind: closes.KindFourWay, Start: t0, End: t0.Add(3 * time.Millisecond),
+		Segments: []closes.Segment{
+			seg(0, closes.SideTund, "FA", 100, 500, "FIN-WAIT-1", "CLOSE-WAIT"),
+			seg(1, closes.SidePeer, "A", 500, 101, "FIN-WAIT-2", ""),
+			seg(2, closes.SidePeer, "FA", 500, 101, "TIME-WAIT", "LAST-ACK"),
+			seg(3, closes.SideTund, "A", 101, 501, "", "CLOSED"),
 		},
 	}
 	var b strings.Builder

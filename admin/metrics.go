@@ -5,12 +5,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
+	"github.com/tund/tund/stack/link/faults"
+	"github.com/tund/tund/stack/tcpstate"
 )
-
-// states are the RFC 9293 states the connection gauge always reports, so
-// that a state with no connection reads 0 rather than vanishing.
-var states = []string{"LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2",
-	"CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT", "CLOSED"}
 
 // collector reads the stack's counters at scrape time: nothing is counted
 // twice and the data path pays nothing for metrics.
@@ -104,9 +102,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	// Every state is reported, so that a state with no connection reads 0
+	// rather than vanishing.
 	counts := c.st.StateCounts()
-	for _, s := range states {
-		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(counts[s]), s)
+	for _, s := range tcpstate.All() {
+		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(counts[s.String()]), s.String())
 	}
 	m := c.st.MergeStats()
 	for outcome, v := range map[string]uint64{
@@ -122,9 +122,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for state, h := range cs.StateTimes {
 		ch <- prometheus.MustNewConstHistogram(c.states, h.Count, h.Sum, h.Buckets, state)
 	}
-	for _, side := range []string{stack.SideTund, stack.SidePeer} {
+	for _, side := range []string{closes.SideTund, closes.SidePeer} {
 		for _, seg := range []string{"FIN", "ACK"} {
-			v := cs.Retransmits[stack.RetransmitKey{Side: side, Segment: seg}]
+			v := cs.Retransmits[closes.RetransmitKey{Side: side, Segment: seg}]
 			ch <- prometheus.MustNewConstMetric(c.retx, prometheus.CounterValue, float64(v), side, seg)
 		}
 	}
@@ -133,7 +133,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsSent), "sent")
 		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsReceived), "received")
 	}
-	for _, a := range []string{stack.HalfCloseAllowed, stack.HalfCloseClosed, stack.HalfCloseTimeout} {
+	for _, a := range []string{closes.HalfCloseAllowed, closes.HalfCloseClosed, closes.HalfCloseTimeout} {
 		ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.CounterValue, float64(cs.HalfClose[a]), a)
 	}
 	for k, v := range cs.Resets {
@@ -148,7 +148,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.tw, prometheus.CounterValue, float64(v), event)
 	}
 	fs := c.st.FaultStats()
-	for _, f := range stack.FaultNames {
+	for _, f := range faults.Names {
 		ch <- prometheus.MustNewConstMetric(c.faults, prometheus.CounterValue, float64(fs.Count(f)), f)
 	}
 	stats := c.st.GVisor().Stats().TCP

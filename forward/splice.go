@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // End is one connection of a spliced pair.
@@ -136,11 +137,11 @@ type Policy struct {
 }
 
 // What Policy.OnHalfClose hears; the values are the stack's
-// (stack.HalfCloseAllowed...), for its counters.
+// (closes.HalfCloseAllowed...), for its counters.
 const (
-	HalfCloseAllowed = stack.HalfCloseAllowed
-	HalfCloseClosed  = stack.HalfCloseClosed
-	HalfCloseTimeout = stack.HalfCloseTimeout
+	HalfCloseAllowed = closes.HalfCloseAllowed
+	HalfCloseClosed  = closes.HalfCloseClosed
+	HalfCloseTimeout = closes.HalfCloseTimeout
 )
 
 // Result says how a splice went.

@@ -6,7 +6,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // fourWay: the kernel client closes first; echo lingers in CLOSE-WAIT for
@@ -40,7 +40,7 @@ var fourWay = &Scenario{
 		if _, err := readToEOF(c, 5*time.Second); err != nil {
 			return err
 		}
-		return closeDone(e, c, stack.KindFourWay, stack.SidePeer)
+		return closeDone(e, c, closes.KindFourWay, closes.SidePeer)
 	},
 	explain: `The kernel client shut down its sending side: its FIN took it to
 FIN-WAIT-1, and tund's stack ACKed the FIN at once (--fin-ack-merge 0
@@ -76,7 +76,7 @@ var threeWay = &Scenario{
 		if _, err := readToEOF(c, 5*time.Second); err != nil {
 			return err
 		}
-		return closeDone(e, c, stack.KindThreeWay, stack.SidePeer)
+		return closeDone(e, c, closes.KindThreeWay, closes.SidePeer)
 	},
 	explain: `The kernel client closed first. gVisor alone ACKs a FIN at once,
 but tund holds that pure ACK for up to --fin-ack-merge (40 ms by default,
@@ -148,7 +148,7 @@ var halfClose = &Scenario{
 		if err := expect(bytes.Equal(got, msg), "echo's answer after the half-close: %d bytes, want the %d sent", len(got), len(msg)); err != nil {
 			return err
 		}
-		return closeDone(e, c, stack.KindFourWay, stack.SidePeer)
+		return closeDone(e, c, closes.KindFourWay, closes.SidePeer)
 	},
 	explain: `The client wrote a 512 KB request and shut down its sending side
 (shutdown(SHUT_WR), a half-close): its FIN went out behind the data, tund

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tund/tund/internal/netns"
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // Addresses of tund's default device, as in its --help.
@@ -231,12 +232,12 @@ func (e *Env) get(path string) ([]byte, error) {
 }
 
 // closes returns tund's close records.
-func (e *Env) closes() ([]*stack.Close, error) {
+func (e *Env) closes() ([]*closes.Record, error) {
 	b, err := e.get("/closes")
 	if err != nil {
 		return nil, err
 	}
-	var recs []*stack.Close
+	var recs []*closes.Record
 	if err := json.Unmarshal(b, &recs); err != nil {
 		return nil, fmt.Errorf("/closes: %w", err)
 	}
@@ -299,8 +300,8 @@ func (e *Env) await(what string, timeout time.Duration, cond func() (bool, error
 // if local is set, whose local end) is addr, and returns it once match
 // accepts it (nil match: any). A record is filed again when a replayed FIN
 // adds to it, so the newest version with that ID is the one returned.
-func (e *Env) record(addr netip.AddrPort, local bool, timeout time.Duration, match func(*stack.Close) bool) (*stack.Close, error) {
-	var found *stack.Close
+func (e *Env) record(addr netip.AddrPort, local bool, timeout time.Duration, match func(*closes.Record) bool) (*closes.Record, error) {
+	var found *closes.Record
 	err := e.await(fmt.Sprintf("tund's close record of %v", addr), timeout, func() (bool, error) {
 		recs, err := e.closes()
 		if err != nil {

@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // closeWaitLeak: echo never closes (for 4 s here) after the client's FIN;
@@ -67,7 +67,7 @@ var closeWaitLeak = &Scenario{
 			return err
 		}
 		e.note("Here the client left FIN-WAIT-2 %v after entering it (tcp_fin_timeout %v).", waited.Round(10*time.Millisecond), finTimeout)
-		return expect(rec.Kind == stack.KindReset && rec.ResetBy == stack.SidePeer,
+		return expect(rec.Kind == closes.KindReset && rec.ResetBy == closes.SidePeer,
 			"tund recorded a %s close reset by %q, want a reset by the peer", rec.Kind, rec.ResetBy)
 	},
 	explain: `The kernel client closed its socket; tund ACKed its FIN, which put the

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // lostFinalACK: tund closes first (daytime) and its final ACK is dropped;
@@ -35,7 +35,7 @@ var lostFinalACK = &Scenario{
 		if soErr != nil {
 			return expect(false, "the client's socket ended with %v; the retransmitted FIN should have been ACKed", soErr)
 		}
-		rec, err := e.record(client, false, 5*time.Second, func(r *stack.Close) bool { return r.FINRetransmits > 0 })
+		rec, err := e.record(client, false, 5*time.Second, func(r *closes.Record) bool { return r.FINRetransmits > 0 })
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ var noTimeWait = &Scenario{
 			return err
 		}
 		e.note("The client's socket error (SO_ERROR) afterwards: %v.", errString(soErr))
-		rec, err := e.record(client, false, 5*time.Second, func(r *stack.Close) bool { return r.Kind == stack.KindReset })
+		rec, err := e.record(client, false, 5*time.Second, func(r *closes.Record) bool { return r.Kind == closes.KindReset })
 		if err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ var noTimeWait = &Scenario{
 		if err := e.observe("the retransmitted FIN drew tund's RST: the client's socket is closed, with an error", is(client)); err != nil {
 			return err
 		}
-		if err := expect(rec.ResetBy == stack.SideTund, "the record says the RST came from %s, want tund", rec.ResetBy); err != nil {
+		if err := expect(rec.ResetBy == closes.SideTund, "the record says the RST came from %s, want tund", rec.ResetBy); err != nil {
 			return err
 		}
 		return expect(errors.Is(soErr, syscall.ECONNRESET), "the client's socket error is %v, want ECONNRESET", errString(soErr))
@@ -171,15 +171,15 @@ func awaitClosed(e *Env, c *net.TCPConn) (soErr error, err error) {
 
 // finalACKs returns tund's first ACK of the peer's FIN (the one the fault
 // dropped) and the last one.
-func finalACKs(rec *stack.Close) (first, last *stack.Segment) {
+func finalACKs(rec *closes.Record) (first, last *closes.Segment) {
 	var peerFIN uint32
 	seen := false
 	for i := range rec.Segments {
 		s := &rec.Segments[i]
 		switch {
-		case s.From == stack.SidePeer && strings.Contains(s.Flags, "F"):
+		case s.From == closes.SidePeer && strings.Contains(s.Flags, "F"):
 			peerFIN, seen = s.Seq+uint32(s.Len), true
-		case seen && s.From == stack.SideTund && s.Flags == "A" && s.Len == 0 && s.Ack == peerFIN+1:
+		case seen && s.From == closes.SideTund && s.Flags == "A" && s.Len == 0 && s.Ack == peerFIN+1:
 			if first == nil {
 				first = s
 			}

@@ -4,7 +4,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // longMergeWindow: a merge window longer than the peer's minimum RTO with
@@ -43,7 +43,7 @@ var longMergeWindow = &Scenario{
 		if _, err := readToEOF(c, 5*time.Second); err != nil {
 			return err
 		}
-		if err := closeDone(e, c, stack.KindFourWay, stack.SidePeer); err != nil {
+		if err := closeDone(e, c, closes.KindFourWay, closes.SidePeer); err != nil {
 			return err
 		}
 		flushed, err := e.metric(`tund_fin_ack_merge_total{outcome="flushed"}`)

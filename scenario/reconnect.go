@@ -14,7 +14,7 @@ import (
 
 	"github.com/tund/tund/internal/pcapfile"
 	"github.com/tund/tund/internal/serve"
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // reconnectPort is tund's only ephemeral port in same-port-reconnect: a
@@ -177,8 +177,8 @@ func (r *reconnectSetup) reconnect() (time.Duration, error) {
 
 // firstRecord returns tund's close record of the configuration's first
 // connection (its oldest record with the server), once match accepts it.
-func (r *reconnectSetup) firstRecord(match func(*stack.Close) bool) (*stack.Close, error) {
-	var found *stack.Close
+func (r *reconnectSetup) firstRecord(match func(*closes.Record) bool) (*closes.Record, error) {
+	var found *closes.Record
 	err := r.e.await("tund's close record of its first connection to "+r.server.String(), 5*time.Second, func() (bool, error) {
 		recs, err := r.e.closes()
 		if err != nil {
@@ -237,7 +237,7 @@ func reconnectNoTimeWait(e *Env) error {
 		}); err != nil {
 		return err
 	}
-	rec, err := r.firstRecord(func(c *stack.Close) bool { return c.Kind == stack.KindReset })
+	rec, err := r.firstRecord(func(c *closes.Record) bool { return c.Kind == closes.KindReset })
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func reconnectNoTimeWait(e *Env) error {
 	e.note("\n\nHere, with MSL 0, tund's new SYN left %v after the first connection's FIN; the server's challenge ACK came %v after it and acknowledged %d (tund's old FIN + 1); tund's RST carried seq %d; the SYN-ACK came %v after the first SYN, which tund sent %d times in all. The kernel client's second connection took %v in all.",
 		w.syn.T.Sub(w.oldFIN.T).Round(time.Millisecond), w.challenge.T.Sub(w.syn.T).Round(time.Microsecond), w.challenge.Ack, w.rst.Seq,
 		w.synAck.T.Sub(w.syn.T).Round(time.Microsecond), w.synCopies, took)
-	return expect(rec.ResetBy == stack.SideTund && rec.Initiator == stack.SideTund,
+	return expect(rec.ResetBy == closes.SideTund && rec.Initiator == closes.SideTund,
 		"tund's record of the first connection: reset by %q, started by %q; want both tund", rec.ResetBy, rec.Initiator)
 }
 
@@ -278,7 +278,7 @@ func reconnectTimeWait(e *Env) error {
 	if err := r.acked(); err != nil {
 		return err
 	}
-	if _, err := r.firstRecord(func(c *stack.Close) bool { return c.FINRetransmits > 0 }); err != nil {
+	if _, err := r.firstRecord(func(c *closes.Record) bool { return c.FINRetransmits > 0 }); err != nil {
 		return err
 	}
 	segs, err := r.finish()
@@ -340,7 +340,7 @@ func reconnectReuse(e *Env) error {
 		}); err != nil {
 		return err
 	}
-	if _, err := r.firstRecord(func(c *stack.Close) bool { return c.FINRetransmits > 0 }); err != nil {
+	if _, err := r.firstRecord(func(c *closes.Record) bool { return c.FINRetransmits > 0 }); err != nil {
 		return err
 	}
 	segs, err := r.finish()

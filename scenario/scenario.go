@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // Scenario is one story of the close path.
@@ -61,7 +61,7 @@ type Result struct {
 	Title    string   `json:"title"`
 	TundArgs []string `json:"tund_args"` // the flags of the last tund started
 	// Records are tund's close records of the scenario's connections.
-	Records []*stack.Close `json:"records"`
+	Records []*closes.Record `json:"records"`
 	// Observations are the states both sides showed at the moments that
 	// matter, oldest first.
 	Observations []Observation `json:"observations"`
@@ -119,7 +119,7 @@ func (s *Scenario) Run(ctx context.Context, o Options) (*Result, error) {
 }
 
 // addRecord keeps a close record in the result.
-func (e *Env) addRecord(r *stack.Close) { e.res.Records = append(e.res.Records, r) }
+func (e *Env) addRecord(r *closes.Record) { e.res.Records = append(e.res.Records, r) }
 
 // note adds a sentence to the explanation, for what only the run knows.
 func (e *Env) note(format string, args ...any) {

@@ -6,7 +6,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // simultaneous: both sides close before either hears of the other's FIN:
@@ -73,7 +73,7 @@ var simultaneous = &Scenario{
 			}
 			return err
 		}
-		return expect(rec.Kind == stack.KindSimultaneous, "tund recorded a %s close, want simultaneous", rec.Kind)
+		return expect(rec.Kind == closes.KindSimultaneous, "tund recorded a %s close, want simultaneous", rec.Kind)
 	},
 	explain: `daytime sent its line and closed, so tund's stack sent its FIN
 (FIN-WAIT-1); that FIN was held 300 ms on its way (--delay-fin). The kernel

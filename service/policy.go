@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
+	"github.com/tund/tund/stack/link/faults"
 )
 
 // HalfClose is what a service does when the peer half-closes: sends its FIN
@@ -64,8 +66,8 @@ type Options struct {
 	// it from FIN-WAIT-2.
 	CloseDelay time.Duration
 	// Faults are the close-path faults injected on the service's port
-	// (stack.Faults); they start as the stack-wide ones.
-	Faults stack.Faults
+	// (faults.Set); they start as the stack-wide ones.
+	Faults faults.Set
 }
 
 func (o Options) String() string {
@@ -124,7 +126,7 @@ func (c *conn) peerClosed() bool {
 	}
 	switch {
 	case c.opts.HalfClose.Close:
-		c.NoteHalfClose(stack.HalfCloseClosed)
+		c.NoteHalfClose(closes.HalfCloseClosed)
 		c.finish()
 		return true
 	case c.opts.HalfClose.After > 0:
@@ -134,7 +136,7 @@ func (c *conn) peerClosed() bool {
 		}
 		c.mu.Unlock()
 	default:
-		c.NoteHalfClose(stack.HalfCloseAllowed)
+		c.NoteHalfClose(closes.HalfCloseAllowed)
 	}
 	return false
 }
@@ -146,7 +148,7 @@ func (c *conn) halfOpenTimeout() {
 	finished := c.finished
 	c.mu.Unlock()
 	if !finished {
-		c.NoteHalfClose(stack.HalfCloseTimeout)
+		c.NoteHalfClose(closes.HalfCloseTimeout)
 		c.finish()
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tund/tund/forward"
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/link/faults"
 )
 
 // Spec is one service, the port it listens on and how it closes.
@@ -82,7 +83,7 @@ func Names() []string {
 //	fin-ack-merge=DURATION            FIN/ACK merge window of its port
 //	close-delay=DURATION              echo, discard: stay in CLOSE-WAIT this long
 //	drop-final-ack=once|P, drop-fin=once|P, delay-fin=DURATION, no-fin,
-//	loss-in=P, loss-out=P             close-path faults on its port (stack.Faults)
+//	loss-in=P, loss-out=P             close-path faults on its port (faults.Set)
 func ParseList(list string, defaults Options) ([]Spec, error) {
 	var specs []Spec
 	ports := map[uint16]string{}
@@ -145,6 +146,27 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 	return specs, nil
 }
 
+// Configure sets in c the per-port close-path settings of specs: a
+// service's own fin-ack-merge window and faults, where they differ from
+// the stack-wide ones (c's, which specs' defaults came from). They act in
+// the stack, beneath the service, on every segment of the port.
+func Configure(c *stack.Config, specs []Spec) {
+	for _, s := range specs {
+		if s.Faults != c.Faults {
+			if c.PortFaults == nil {
+				c.PortFaults = map[uint16]faults.Set{}
+			}
+			c.PortFaults[s.Port] = s.Faults
+		}
+		if s.FINACKMerge != nil {
+			if c.PortFINACKMerge == nil {
+				c.PortFINACKMerge = map[uint16]time.Duration{}
+			}
+			c.PortFINACKMerge[s.Port] = *s.FINACKMerge
+		}
+	}
+}
+
 func parseOptions(text string, o Options) (Options, error) {
 	if text == "" {
 		return o, nil
@@ -182,12 +204,12 @@ func parseOptions(text string, o Options) (Options, error) {
 			}
 			o.CloseDelay = d
 		default:
-			known, err := o.Faults.Set(key, value)
+			known, err := o.Faults.Parse(key, value)
 			if err != nil {
 				return o, err
 			}
 			if !known {
-				return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=, close-delay=, and the faults %s)", opt, strings.Join(stack.FaultNames, ", "))
+				return o, fmt.Errorf("unknown option %q (known: half-close=, abort, fin-wait2=, fin-ack-merge=, close-delay=, and the faults %s)", opt, strings.Join(faults.Names, ", "))
 			}
 		}
 	}

@@ -16,25 +16,25 @@ func TestNoResetForAckAfterLostFIN(t *testing.T) {
 	p := connect(t, 0)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	if fin.flags&header.TCPFlagFin == 0 {
+	if fin.Flags&header.TCPFlagFin == 0 {
 		t.Fatalf("want tund's FIN, got %+v", fin)
 	}
 	// The peer's FIN|ACK (seq peerISS+1) is lost; tund retransmits its FIN.
 	again := p.next(5 * time.Second)
-	if again.flags&header.TCPFlagFin == 0 || again.seq != fin.seq {
+	if again.Flags&header.TCPFlagFin == 0 || again.Seq != fin.Seq {
 		t.Fatalf("want tund's FIN retransmitted, got %+v", again)
 	}
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
-	if f, ok := p.nextOrNone(300 * time.Millisecond); ok && f.flags&header.TCPFlagRst != 0 {
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
+	if f, ok := p.nextOrNone(300 * time.Millisecond); ok && f.Flags&header.TCPFlagRst != 0 {
 		t.Fatalf("tund answered the peer's pure ACK with RST: %+v", f)
 	}
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
 	for {
 		f := p.next(time.Second)
-		if f.flags&header.TCPFlagRst != 0 {
+		if f.Flags&header.TCPFlagRst != 0 {
 			t.Fatalf("tund answered the peer's FIN with RST: %+v", f)
 		}
-		if f.flags == header.TCPFlagAck && f.ack == peerISS+2 {
+		if f.Flags == header.TCPFlagAck && f.Ack == peerISS+2 {
 			break // the final ACK: tund is in TIME-WAIT
 		}
 	}

@@ -7,6 +7,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/tund/tund/stack/tcpstate"
 )
 
 // ConnInfo is one TCP endpoint of the stack, as `ss -tan` shows it.
@@ -23,7 +25,7 @@ type ConnInfo struct {
 func (s *Stack) Conns() []ConnInfo {
 	var out []ConnInfo
 	for _, tep := range s.endpoints() {
-		c := ConnInfo{State: StateName(tep.EndpointState())}
+		c := ConnInfo{State: tcpstate.Of(tep.EndpointState()).String()}
 		if a, err := tep.GetLocalAddress(); err == nil {
 			c.Local = addrPort(a.Addr, a.Port)
 		}
@@ -33,9 +35,9 @@ func (s *Stack) Conns() []ConnInfo {
 		out = append(out, c)
 	}
 	if s.tw != nil {
-		for _, fl := range s.tw.timeWaits() {
-			local, remote := fl.addrs()
-			out = append(out, ConnInfo{State: "TIME-WAIT", Local: local, Remote: remote})
+		for _, fl := range s.tw.Flows() {
+			local, remote := fl.Addrs()
+			out = append(out, ConnInfo{State: tcpstate.TimeWait.String(), Local: local, Remote: remote})
 		}
 	}
 	slices.SortFunc(out, func(a, b ConnInfo) int {
@@ -58,11 +60,11 @@ func (s *Stack) Conns() []ConnInfo {
 func (s *Stack) StateCounts() map[string]int {
 	counts := map[string]int{}
 	for _, tep := range s.endpoints() {
-		counts[StateName(tep.EndpointState())]++
+		counts[tcpstate.Of(tep.EndpointState()).String()]++
 	}
 	if s.tw != nil {
 		if n := s.tw.Len(); n > 0 {
-			counts["TIME-WAIT"] += n
+			counts[tcpstate.TimeWait.String()] += n
 		}
 	}
 	return counts
@@ -102,7 +104,7 @@ func (s *Stack) AwaitClosed(deadline time.Time) map[string]int {
 		open := map[string]int{}
 		for _, tep := range s.endpoints() {
 			if st := tep.EndpointState(); !settled(st) {
-				open[StateName(st)]++
+				open[tcpstate.Of(st).String()]++
 			}
 		}
 		if len(open) == 0 || !time.Now().Before(deadline) {

@@ -24,11 +24,11 @@ func TestDelayedACKRidesOnReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := p.next(time.Second)
-	if f.payloadLen != 4 || f.ack != peerISS+5 {
+	if f.PayloadLen != 4 || f.Ack != peerISS+5 {
 		t.Fatalf("want the reply carrying the ACK of the request (ack %d), got %+v", peerISS+5, f)
 	}
 	// Once the peer has the reply, the delay's timer adds no bare ACK.
-	p.send(header.TCPFlagAck, peerISS+5, f.seq+4)
+	p.send(header.TCPFlagAck, peerISS+5, f.Seq+4)
 	p.noSegment(200*time.Millisecond, "the reply acknowledged the request")
 }
 
@@ -41,7 +41,7 @@ func TestDelayedACKTimer(t *testing.T) {
 	p.sendData(peerISS+1, p.iss+1, []byte("ping"))
 	p.noSegment(delay*2/3, "the delayed ACK is not due yet")
 	f := p.next(3 * time.Second)
-	if f.flags != header.TCPFlagAck || f.payloadLen != 0 || f.ack != peerISS+5 {
+	if f.Flags != header.TCPFlagAck || f.PayloadLen != 0 || f.Ack != peerISS+5 {
 		t.Fatalf("want a bare ACK of the request, got %+v", f)
 	}
 	t.Logf("ACK %v after the request (delay %v)", time.Since(sent).Round(time.Millisecond), delay)
@@ -55,7 +55,7 @@ func TestDelayedACKTwoFullSegments(t *testing.T) {
 	p.sendData(peerISS+1, p.iss+1, make([]byte, mss))
 	p.sendData(peerISS+1+mss, p.iss+1, make([]byte, mss))
 	f := p.next(2 * time.Second)
-	if f.flags != header.TCPFlagAck || f.ack != peerISS+1+2*mss {
+	if f.Flags != header.TCPFlagAck || f.Ack != peerISS+1+2*mss {
 		t.Fatalf("want the ACK of both segments at once, got %+v", f)
 	}
 }
@@ -66,7 +66,7 @@ func TestNoDelayedACKByDefault(t *testing.T) {
 	p := connectConfig(t, Config{MSL: time.Second, FinWait2: time.Second})
 	p.sendData(peerISS+1, p.iss+1, []byte("ping"))
 	f := p.next(2 * time.Second)
-	if f.flags != header.TCPFlagAck || f.payloadLen != 0 || f.ack != peerISS+5 {
+	if f.Flags != header.TCPFlagAck || f.PayloadLen != 0 || f.Ack != peerISS+5 {
 		t.Fatalf("want a bare ACK of the request at once, got %+v", f)
 	}
 }

@@ -1,11 +1,13 @@
 package stack
 
 import (
-	"strings"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/link/inline"
 )
 
 // TestSegmentsProcessedInline pins patch 0013 and inlineEndpoint: once the
@@ -21,56 +23,34 @@ func TestSegmentsProcessedInline(t *testing.T) {
 		seq := uint32(peerISS + 1 + 4*i)
 		p.sendData(seq, p.iss+1, []byte("ping"))
 		burst()
-		if f := p.written(t, "a data segment"); f.flags != header.TCPFlagAck || f.ack != seq+4 {
+		if f := p.written(t, "a data segment"); f.Flags != header.TCPFlagAck || f.Ack != seq+4 {
 			t.Fatalf("segment %d: want the ACK of byte %d, got %+v", i, seq+4, f)
 		}
 	}
 }
 
 // TestLongBurstHandedOff: the segments of a burst longer than
-// maxInlineBurst, handed to gVisor's processors (TestBurstLengthDecides),
+// inline.MaxBurst, handed to gVisor's processors (TestBurstLengthDecides),
 // are not lost there: the peer's data is all acknowledged.
 func TestLongBurstHandedOff(t *testing.T) {
 	p := inlinePeer(t)
 	seq := uint32(peerISS + 1)
-	for range maxInlineBurst + 1 {
+	for range inline.MaxBurst + 1 {
 		p.sendData(seq, p.iss+1, []byte("ping"))
 		seq += 4
 	}
-	p.st.inline.EndBurst(maxInlineBurst + 1)
+	p.st.inline.EndBurst(inline.MaxBurst + 1)
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		f, ok := p.nextOrNone(time.Until(deadline))
 		if !ok {
 			t.Fatalf("the burst's data was not all acknowledged (up to byte %d)", seq)
 		}
-		if f.ack == seq {
+		if f.Ack == seq {
 			return
 		}
 	}
 }
-
-// TestBurstLengthDecides: EndBurst processes a short burst on the caller's
-// goroutine and hands a long one to the processors.
-func TestBurstLengthDecides(t *testing.T) {
-	var calls []string
-	e := &inlineEndpoint{tcp: recordingTCP{&calls}}
-	for _, n := range []int{1, maxInlineBurst, maxInlineBurst + 1, 64} {
-		e.EndBurst(n)
-	}
-	want := "inline inline hand-off hand-off"
-	if got := strings.Join(calls, " "); got != want {
-		t.Errorf("bursts of 1, %d, %d, 64 packets: %s; want %s", maxInlineBurst, maxInlineBurst+1, got, want)
-	}
-	if !e.bursts.Load() {
-		t.Error("after EndBurst, packets are not marked for inline processing")
-	}
-}
-
-type recordingTCP struct{ calls *[]string }
-
-func (r recordingTCP) ProcessInline() { *r.calls = append(*r.calls, "inline") }
-func (r recordingTCP) HandOffInline() { *r.calls = append(*r.calls, "hand-off") }
 
 // inlinePeer is connect for a device that ends its bursts, one packet
 // each: the handshake's SYN goes to the listener's processor, its ACK to
@@ -87,7 +67,7 @@ func inlinePeer(t *testing.T) *peer {
 
 // written returns the segment the stack has already written, without
 // waiting, failing if there is none.
-func (p *peer) written(t *testing.T, what string) tcpFields {
+func (p *peer) written(t *testing.T, what string) wire.Fields {
 	t.Helper()
 	pkt := p.ch.Read()
 	if pkt == nil {

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -47,8 +44,8 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
 	}
 	// Its connections' TIME-WAIT may go to the compact table; a port that
-	// tund dials from never does (see timeWaitTable).
-	s.listening.add(port)
+	// tund dials from never does (see package timewait).
+	s.listening.Add(port)
 	return &Listener{st: s, ep: ep, wq: wq, closed: make(chan struct{})}, nil
 }
 
@@ -100,70 +97,4 @@ func (l *Listener) Addr() net.Addr {
 		return nil
 	}
 	return &net.TCPAddr{IP: net.IP(a.Addr.AsSlice()), Port: int(a.Port)}
-}
-
-// Conn is a TCP connection on the stack. Besides net.Conn and half-close
-// (CloseWrite, CloseRead) it gives access to the endpoint's close path.
-type Conn struct {
-	*gonet.TCPConn
-	ep     tcpip.Endpoint
-	st     *Stack
-	closed atomic.Bool
-}
-
-// newConn wraps a connected endpoint.
-func (s *Stack) newConn(wq *waiter.Queue, ep tcpip.Endpoint) *Conn {
-	s.active.Add(1)
-	return &Conn{TCPConn: gonet.NewTCPConn(wq, ep), ep: ep, st: s}
-}
-
-// Close closes the connection: FIN, after the data written so far (RST if
-// data that arrived was not read, as in Linux).
-func (c *Conn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		c.st.active.Add(-1)
-	}
-	return c.TCPConn.Close()
-}
-
-// Half-close policy actions, as Conn.NoteHalfClose takes them.
-const (
-	HalfCloseAllowed = "allowed" // the service went on sending after the peer's FIN
-	HalfCloseClosed  = "closed"  // the service closed at the peer's FIN
-	HalfCloseTimeout = "timeout" // the service closed when the half-open time ran out
-)
-
-// NoteHalfClose records what the service's half-close policy did after the
-// peer half-closed: it is counted, and a close that the policy makes
-// (HalfCloseClosed, HalfCloseTimeout; call it before closing) is recorded
-// as KindHalfClosePolicy.
-func (c *Conn) NoteHalfClose(action string) {
-	c.st.closes.counters.countHalfClose(action)
-	if action == HalfCloseAllowed || c.st.tracer == nil {
-		return
-	}
-	local, lerr := c.ep.GetLocalAddress()
-	remote, rerr := c.ep.GetRemoteAddress()
-	if lerr != nil || rerr != nil {
-		return
-	}
-	c.st.tracer.markPolicy(flowOf(addrPort(local.Addr, local.Port), addrPort(remote.Addr, remote.Port)))
-}
-
-// Abort ends the connection with RST instead of FIN (an abortive close,
-// RFC 9293 §3.10.4, SO_LINGER with a zero timeout): unsent data is dropped
-// and no TIME-WAIT follows.
-func (c *Conn) Abort() error {
-	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})
-	return c.Close()
-}
-
-// SetFinWait2 sets how long this connection, once closed by tund, waits in
-// FIN-WAIT-2 for the peer's FIN (TCP_LINGER2). gVisor caps it at 120 s.
-func (c *Conn) SetFinWait2(d time.Duration) error {
-	opt := tcpip.TCPLingerTimeoutOption(d)
-	if terr := c.ep.SetSockOpt(&opt); terr != nil {
-		return fmt.Errorf("stack: setting the FIN-WAIT-2 timeout to %v: %s", d, terr)
-	}
-	return nil
 }

@@ -15,7 +15,7 @@ func TestMergeThreeWay(t *testing.T) {
 	p.readEOF()
 	p.conn.Close()
 	f := p.next(time.Second)
-	if f.flags != header.TCPFlagFin|header.TCPFlagAck || f.ack != peerISS+2 {
+	if f.Flags != header.TCPFlagFin|header.TCPFlagAck || f.Ack != peerISS+2 {
 		t.Fatalf("want FIN|ACK ack %d as the first segment after the peer's FIN, got %+v", peerISS+2, f)
 	}
 	if got := p.st.MergeStats().Merged.Load(); got != 1 {
@@ -34,7 +34,7 @@ func TestMergeReleased(t *testing.T) {
 	if elapsed := time.Since(start); elapsed < window {
 		t.Errorf("the ACK went out after %v, inside the %v window", elapsed, window)
 	}
-	if f.flags != header.TCPFlagAck || f.payloadLen != 0 || f.ack != peerISS+2 {
+	if f.Flags != header.TCPFlagAck || f.PayloadLen != 0 || f.Ack != peerISS+2 {
 		t.Fatalf("want a pure ACK of the FIN, got %+v", f)
 	}
 	if got := p.st.MergeStats().Released.Load(); got != 1 {
@@ -52,7 +52,7 @@ func TestMergeFlushedByRetransmittedFIN(t *testing.T) {
 	}
 	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, p.iss+1)
 	f := p.next(time.Second)
-	if f.flags != header.TCPFlagAck || f.ack != peerISS+2 {
+	if f.Flags != header.TCPFlagAck || f.Ack != peerISS+2 {
 		t.Fatalf("want the held ACK of the FIN, got %+v", f)
 	}
 	if got := p.st.MergeStats().Flushed.Load(); got != 1 {
@@ -66,13 +66,13 @@ func TestMergeNeverHoldsFinalACK(t *testing.T) {
 	p := connect(t, 10*time.Second)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	if fin.flags&header.TCPFlagFin == 0 {
+	if fin.Flags&header.TCPFlagFin == 0 {
 		t.Fatalf("want tund's FIN, got %+v", fin)
 	}
-	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
 	f := p.next(time.Second)
-	if f.flags != header.TCPFlagAck || f.ack != peerISS+2 {
+	if f.Flags != header.TCPFlagAck || f.Ack != peerISS+2 {
 		t.Fatalf("want the final ACK, got %+v", f)
 	}
 	s := p.st.MergeStats()

@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // These tests play the peer by hand over a channel endpoint, segment by
@@ -66,10 +68,10 @@ func (p *peer) handshake(accept func() *Conn, syn func(), rtt time.Duration) {
 	}
 	syn()
 	synAck := p.next(time.Second)
-	if synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+1 {
+	if synAck.Flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.Ack != peerISS+1 {
 		t.Fatalf("want SYN|ACK ack %d, got %+v", peerISS+1, synAck)
 	}
-	p.iss = synAck.seq
+	p.iss = synAck.Seq
 	time.Sleep(rtt) // the path's round trip, part of the scenario
 	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
 	p.conn = accept()
@@ -124,7 +126,7 @@ func (p *peer) send(flags header.TCPFlags, seq, ack uint32) {
 }
 
 // next returns the next segment the stack sends, failing after timeout.
-func (p *peer) next(timeout time.Duration) tcpFields {
+func (p *peer) next(timeout time.Duration) wire.Fields {
 	p.t.Helper()
 	f, ok := p.nextOrNone(timeout)
 	if !ok {
@@ -134,18 +136,18 @@ func (p *peer) next(timeout time.Duration) tcpFields {
 }
 
 // nextOrNone returns the next segment the stack sends within timeout.
-func (p *peer) nextOrNone(timeout time.Duration) (tcpFields, bool) {
+func (p *peer) nextOrNone(timeout time.Duration) (wire.Fields, bool) {
 	f, _, ok := p.nextPacket(timeout)
 	return f, ok
 }
 
 // nextPacket is nextOrNone with the packet's bytes (IPv4 header first).
-func (p *peer) nextPacket(timeout time.Duration) (tcpFields, []byte, bool) {
+func (p *peer) nextPacket(timeout time.Duration) (wire.Fields, []byte, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	pkt := p.ch.ReadContext(ctx)
 	if pkt == nil {
-		return tcpFields{}, nil, false
+		return wire.Fields{}, nil, false
 	}
 	f, b := p.parse(pkt)
 	return f, b, true
@@ -153,10 +155,10 @@ func (p *peer) nextPacket(timeout time.Duration) (tcpFields, []byte, bool) {
 
 // parse reads the stack's segment from pkt, seen from the peer, and
 // releases it.
-func (p *peer) parse(pkt *gstack.PacketBuffer) (tcpFields, []byte) {
+func (p *peer) parse(pkt *gstack.PacketBuffer) (wire.Fields, []byte) {
 	defer pkt.DecRef()
 	b := pkt.ToView().AsSlice()
-	f, ok := parseInbound(b, len(b))
+	f, ok := wire.ParseInbound(b, len(b))
 	if !ok {
 		p.t.Fatalf("the stack sent a packet that is not TCP: %x", b)
 	}

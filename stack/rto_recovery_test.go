@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // TestRTORecoveryStaysInSlowStart pins patch 0008: after an RTO the sender
@@ -24,27 +26,27 @@ func TestRTORecoveryStaysInSlowStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.conn.Close()
-	var data []tcpFields
+	var data []wire.Fields
 	for n := 0; n < segments*sackMSS; {
 		f := p.next(time.Second)
-		if f.payloadLen == 0 {
+		if f.PayloadLen == 0 {
 			t.Fatalf("want data segment %d, got %+v", len(data)+1, f)
 		}
 		data = append(data, f)
-		n += f.payloadLen
+		n += f.PayloadLen
 	}
 	fin := p.next(time.Second)
-	if fin.flags&header.TCPFlagFin == 0 {
+	if fin.Flags&header.TCPFlagFin == 0 {
 		t.Fatalf("want tund's FIN after its data, got %+v", fin)
 	}
-	end := func(f tcpFields) uint32 { return f.seq + uint32(f.payloadLen) }
+	end := func(f wire.Fields) uint32 { return f.Seq + uint32(f.PayloadLen) }
 
 	// All of it is lost. The tail loss probe (RFC 8985 §7) may come
 	// first; then the RTO resends the first segment.
-	var rto tcpFields
+	var rto wire.Fields
 	for i := 0; ; i++ {
 		rto = p.next(5 * time.Second)
-		if rto.seq == data[0].seq && rto.payloadLen > 0 {
+		if rto.Seq == data[0].Seq && rto.PayloadLen > 0 {
 			break
 		}
 		if i == 2 {
@@ -62,29 +64,29 @@ func TestRTORecoveryStaysInSlowStart(t *testing.T) {
 	// the fast recovery that RACK started, one went and the next segment
 	// was the same one again, resent by the following RTO.
 	first, second := p.next(ackClocked), p.next(ackClocked)
-	if first.seq != end(rto) || second.seq != end(first) {
+	if first.Seq != end(rto) || second.Seq != end(first) {
 		t.Fatalf("after the ACK of the RTO's retransmission at %d, want the next two segments at %d and %d; got %+v then %+v",
 			end(rto), end(rto), end(first), first, second)
 	}
 
 	// ACK each segment as it comes: the rest of the flight, then the FIN,
 	// each sent once.
-	sent := map[uint32]bool{first.seq: true, second.seq: true}
+	sent := map[uint32]bool{first.Seq: true, second.Seq: true}
 	p.sendSACK(header.TCPFlagAck, peerISS+1, end(second))
 	for {
 		f, ok := p.nextOrNone(ackClocked)
 		if !ok {
 			t.Fatalf("nothing within %v of an ACK, with %d segments resent: the recovery waits for a timer", ackClocked, len(sent))
 		}
-		if sent[f.seq] {
-			t.Fatalf("segment %d sent twice after the RTO: the recovery waited for another timeout (%+v)", f.seq, f)
+		if sent[f.Seq] {
+			t.Fatalf("segment %d sent twice after the RTO: the recovery waited for another timeout (%+v)", f.Seq, f)
 		}
-		sent[f.seq] = true
-		if f.flags&header.TCPFlagFin != 0 {
-			if f.seq != fin.seq {
-				t.Fatalf("FIN at %d, want %d", f.seq, fin.seq)
+		sent[f.Seq] = true
+		if f.Flags&header.TCPFlagFin != 0 {
+			if f.Seq != fin.Seq {
+				t.Fatalf("FIN at %d, want %d", f.Seq, fin.Seq)
 			}
-			p.sendSACK(header.TCPFlagAck, peerISS+1, fin.seq+1)
+			p.sendSACK(header.TCPFlagAck, peerISS+1, fin.Seq+1)
 			break
 		}
 		p.sendSACK(header.TCPFlagAck, peerISS+1, end(f))

@@ -1,11 +1,7 @@
-// Package stack builds the gVisor TCP/IP stack that answers for tund's
-// addresses, and carries the close-path settings of its TCP.
 package stack
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -18,97 +14,31 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tund/tund/stack/closes"
+	"github.com/tund/tund/stack/internal/layer"
+	"github.com/tund/tund/stack/link/faults"
+	"github.com/tund/tund/stack/link/inline"
+	"github.com/tund/tund/stack/link/merge"
+	"github.com/tund/tund/stack/link/timewait"
 )
 
 // nicID is the stack's only NIC: the TUN link.
-const nicID tcpip.NICID = 1
-
-// Default close-path settings. They match Linux (net.ipv4.tcp_fin_timeout is
-// 60 s, and TIME-WAIT lasts TCP_TIMEWAIT_LEN = 60 s = 2 x 30 s).
-const (
-	DefaultMSL      = 30 * time.Second
-	DefaultFinWait2 = 60 * time.Second
-)
-
-// Config is what the stack needs beyond its link.
-type Config struct {
-	// Addrs are the stack's own addresses: IPv4, IPv6 or both.
-	Addrs []netip.Addr
-	// MSL is the maximum segment lifetime; TIME-WAIT lasts 2 x MSL
-	// (RFC 9293 §3.4.2). Zero means no TIME-WAIT at all: the endpoint is
-	// freed when the close completes, so a late FIN from the peer is
-	// answered with RST and an old duplicate can be taken for a segment of
-	// a new connection on the same 4-tuple.
-	MSL time.Duration
-	// FinWait2 bounds how long an endpoint that was closed by its
-	// application waits in FIN-WAIT-2 for the peer's FIN (Linux's
-	// tcp_fin_timeout). After it the endpoint is freed and the peer's late
-	// FIN draws a RST.
-	FinWait2 time.Duration
-	// FINACKMerge is how long the ACK of a peer's FIN may wait to ride on
-	// tund's own FIN (a three-way close); zero sends it at once (four-way).
-	// See DefaultFINACKMerge.
-	FINACKMerge time.Duration
-	// PortFINACKMerge overrides FINACKMerge for connections on the given
-	// local ports.
-	PortFINACKMerge map[uint16]time.Duration
-	// TimeWaitRSTCloses makes an RST received in TIME-WAIT close the
-	// connection (RFC 9293 §3.10.7.4, Linux's default); otherwise it is
-	// ignored (RFC 1337), which is gVisor's behaviour.
-	TimeWaitRSTCloses bool
-	// DelayedACK, when not zero, lets the ACK of a small in-order segment
-	// wait up to this long to ride on the reply (gVisor patch 0011), as
-	// Linux's delayed ACK does; zero acknowledges every segment at once,
-	// gVisor's behaviour. Two full segments, out-of-order data and
-	// anything outside ESTABLISHED (a FIN among them, whose ACK the FIN/ACK
-	// merge may still hold) are not delayed.
-	DelayedACK time.Duration
-	// MaxConns, when not zero, bounds the connections that services hold
-	// open at once: a connection accepted beyond it is reset at once and
-	// counted (Stack.Refused), so that a storm cannot take the memory that
-	// established connections need.
-	MaxConns int
-	// Faults are injected into the close path of every connection (see
-	// Faults); PortFaults replace them for connections on the given local
-	// ports.
-	Faults     Faults
-	PortFaults map[uint16]Faults
-	// PortRange, when not zero, is the range of ephemeral ports for the
-	// connections tund opens (DialTCP); a small one shows TIME-WAIT port
-	// exhaustion quickly.
-	PortRange [2]uint16
-	// TimeWaitReuse lets a connection tund opens take the port of one of
-	// its own TIME-WAIT connections to the same peer, ending that
-	// TIME-WAIT early (Linux's net.ipv4.tcp_tw_reuse). Off, a port in
-	// TIME-WAIT stays taken for 2 x MSL.
-	TimeWaitReuse bool
-	// FullTimeWait keeps gVisor's own endpoint, about 5 KB, for each
-	// connection in TIME-WAIT. Otherwise the connections that services
-	// accepted hand their TIME-WAIT to a compact table (about 100 bytes
-	// each, see timeWaitTable) that behaves the same on the wire.
-	FullTimeWait bool
-	// NoTrace turns the close tracer off (for measuring what it costs).
-	NoTrace bool
-	// Pcap, when not nil, receives every packet that crosses the link, in
-	// pcap format, as the wire sees it (beneath the FIN/ACK merge).
-	Pcap io.Writer
-}
+const nicID = layer.NICID
 
 // Stack is a gVisor network stack with one NIC on the TUN link.
 type Stack struct {
 	s      *gstack.Stack
 	addrs  []netip.Addr
-	merge  *mergeEndpoint
-	faults *faultEndpoint // nil when no fault is set
-	// faultStats count the faults, whichever layer applied them.
-	faultStats *FaultStats
-	tw         *timeWaitTable // nil with FullTimeWait or no TIME-WAIT
-	// listening are the ports with a listener: their connections' TIME-WAIT
-	// goes to tw.
-	listening *portSet
-	tracer    *tracer // nil when tracing is off
-	inline    *inlineEndpoint
-	closes    *closeLog
+	merge  *merge.Endpoint
+	faults *faults.Stats // whichever layer applied them
+	tw     *timewait.Table
+	// listening are the ports with a listener: their connections'
+	// TIME-WAIT goes to tw.
+	listening *timewait.Ports
+	tracer    *closes.Tracer // nil when tracing is off
+	inline    *inline.Endpoint
+	closes    *closes.Log
 
 	maxConns int
 	active   atomic.Int64  // Conns open (not yet closed by their holder)
@@ -116,55 +46,12 @@ type Stack struct {
 }
 
 // New builds a stack with IPv4, IPv6, ICMP (echo answered by the network
-// layer), TCP and UDP on link, and binds c.Addrs to it.
+// layer), TCP and UDP on link, with the chain of close-path layers between
+// them (see the package doc), and binds c.Addrs to it.
 func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
-	if len(c.Addrs) == 0 {
-		return nil, errors.New("stack: no address to bind")
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
 	}
-	if c.MSL < 0 || c.FinWait2 < 0 || c.FINACKMerge < 0 || c.MaxConns < 0 || c.DelayedACK < 0 {
-		return nil, fmt.Errorf("stack: negative MSL (%v), FIN-WAIT-2 timeout (%v), merge window (%v), connection limit (%d) or delayed ACK (%v)", c.MSL, c.FinWait2, c.FINACKMerge, c.MaxConns, c.DelayedACK)
-	}
-	// Nearest the device, which it tells where bursts end.
-	inline := newInlineEndpoint(link)
-	link = inline
-	if c.Pcap != nil {
-		var err error
-		if link, err = withPcap(link, c.Pcap); err != nil {
-			return nil, fmt.Errorf("stack: pcap: %w", err)
-		}
-	}
-	// The tracer sits just above the device (and the inline and pcap
-	// endpoints), beneath the merge: it records what the wire sees.
-	closes := newCloseLog()
-	faultStats := new(FaultStats)
-	dropIn := newLossIn(c.Faults, c.PortFaults, faultStats)
-	var tr *tracer
-	if !c.NoTrace {
-		tr = newTracer(link, traceConfig{
-			linger:    closeLinger,
-			timeWait:  2 * c.MSL,
-			rstCloses: c.TimeWaitRSTCloses,
-			lossIn:    dropIn,
-		}, closes)
-		link = tr
-		dropIn = nil // applied by the tracer, beneath what it traces
-	}
-	// Faults act beneath the merge, on what would go on the wire, and
-	// above the tracer, which notes what they take away.
-	var faults *faultEndpoint
-	if !c.Faults.IsZero() || len(c.PortFaults) > 0 {
-		faults = newFaultEndpoint(link, c.Faults, c.PortFaults, tr, dropIn, faultStats)
-		link = faults
-	}
-	// The compact TIME-WAIT answers late segments beneath the stack, and
-	// above the faults and the tracer, which see its ACKs as the stack's.
-	listening := new(portSet)
-	var tw *timeWaitTable
-	if c.MSL > 0 && !c.FullTimeWait {
-		tw = newTimeWaitTable(link, 2*c.MSL, c.TimeWaitRSTCloses, listening)
-		link = tw
-	}
-	merge := newMergeEndpoint(link, c.FINACKMerge, c.PortFINACKMerge)
 	s := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -180,27 +67,48 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 	if err := setTCPOptions(s, c); err != nil {
 		return nil, err
 	}
-	if tw != nil {
-		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitHandoffOption(tw.handoff))); err != nil {
-			return nil, fmt.Errorf("stack: setting the TIME-WAIT handoff: %s", err)
-		}
-	}
 	if c.PortRange != [2]uint16{} {
 		if err := s.SetPortRange(c.PortRange[0], c.PortRange[1]); err != nil {
 			return nil, fmt.Errorf("stack: ephemeral port range %d-%d: %s", c.PortRange[0], c.PortRange[1], err)
 		}
 	}
-	merge.stack = s
-	if p, ok := s.TransportProtocolInstance(tcp.ProtocolNumber).(inlineTCP); ok {
-		inline.tcp = p
+
+	// The chain, from the device up (see the package doc). The stack
+	// exists before its NIC: each layer is given it as it is built.
+	st := &Stack{s: s, addrs: c.Addrs, listening: new(timewait.Ports), closes: closes.NewLog(), faults: new(faults.Stats), maxConns: c.MaxConns}
+	st.inline = inline.New(link, s)
+	link = st.inline
+	if c.Pcap != nil {
+		var err error
+		if link, err = withPcap(link, c.Pcap); err != nil {
+			return nil, fmt.Errorf("stack: pcap: %w", err)
+		}
 	}
-	if tr != nil {
-		tr.stack = s
+	lossIn := faults.NewInboundLoss(c.Faults, c.PortFaults, st.faults)
+	var observer faults.Observer
+	if !c.NoTrace {
+		st.tracer = closes.NewTracer(link, closes.Config{
+			Linger:    closes.DefaultLinger,
+			TimeWait:  2 * c.MSL,
+			RSTCloses: c.TimeWaitRSTCloses,
+			LossIn:    lossIn,
+		}, st.closes, s)
+		link, observer = st.tracer, st.tracer
+		lossIn = nil // the tracer applies it
 	}
-	if tw != nil {
-		tw.stack = s
+	if !c.Faults.IsZero() || len(c.PortFaults) > 0 {
+		link = faults.New(link, c.Faults, c.PortFaults, observer, lossIn, st.faults)
 	}
-	if err := s.CreateNIC(nicID, merge); err != nil {
+	if c.MSL > 0 && !c.FullTimeWait {
+		st.tw = timewait.New(link, 2*c.MSL, c.TimeWaitRSTCloses, st.listening, s)
+		link = st.tw
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitHandoffOption(st.tw.Handoff))); err != nil {
+			return nil, fmt.Errorf("stack: setting the TIME-WAIT handoff: %s", err)
+		}
+	}
+	st.merge = merge.New(link, c.FINACKMerge, c.PortFINACKMerge, s)
+
+	if err := s.CreateNIC(nicID, st.merge); err != nil {
 		return nil, fmt.Errorf("stack: creating the NIC: %s", err)
 	}
 	for _, a := range c.Addrs {
@@ -219,7 +127,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	ok = true
-	return &Stack{s: s, addrs: c.Addrs, merge: merge, faults: faults, faultStats: faultStats, tw: tw, listening: listening, tracer: tr, inline: inline, closes: closes, maxConns: c.MaxConns}, nil
+	return st, nil
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
@@ -271,19 +179,39 @@ func (s *Stack) OpenConns() int64 { return s.active.Load() }
 func (s *Stack) Refused() uint64 { return s.refused.Load() }
 
 // MergeStats returns the counters of the FIN/ACK merge.
-func (s *Stack) MergeStats() *MergeStats { return s.merge.Stats() }
+func (s *Stack) MergeStats() *merge.Stats { return s.merge.Stats() }
 
 // FaultStats returns the counters of the injected faults.
-func (s *Stack) FaultStats() *FaultStats { return s.faultStats }
+func (s *Stack) FaultStats() *faults.Stats { return s.faults }
 
 // TimeWaitStats returns the counters of the compact TIME-WAIT table (all
 // zero with FullTimeWait).
-func (s *Stack) TimeWaitStats() *TimeWaitStats {
+func (s *Stack) TimeWaitStats() *timewait.Stats {
 	if s.tw == nil {
-		return &TimeWaitStats{}
+		return &timewait.Stats{}
 	}
-	return &s.tw.stats
+	return s.tw.Stats()
 }
+
+// Closes returns the recent close records, oldest first.
+func (s *Stack) Closes() []*closes.Record { return s.closes.Records() }
+
+// CloseStats returns a copy of the close path's counters.
+func (s *Stack) CloseStats() closes.Stats {
+	if s.tracer != nil {
+		s.tracer.CountDue(time.Now())
+	}
+	return s.closes.Stats()
+}
+
+// SubscribeCloses returns a channel that receives each close record as it
+// ends (and again, amended, if a replayed FIN adds to it), and a function
+// to stop.
+func (s *Stack) SubscribeCloses() (<-chan *closes.Record, func()) { return s.closes.Subscribe() }
+
+// Tracing reports whether the close tracer runs (Config.NoTrace unset): the
+// records, and the counts taken off the wire, exist only then.
+func (s *Stack) Tracing() bool { return s.tracer != nil }
 
 // GVisor returns the underlying gVisor stack, for what this package does not
 // wrap (statistics, endpoint lists).

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // TestRetransmittedSYNACKTimestamp pins patch 0009: a retransmitted SYN-ACK
@@ -21,12 +23,12 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 
 	// The first SYN-ACK is lost; the handshake timer resends it (1 s).
 	first := p.nextTS(time.Second)
-	if first.flags != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("want a SYN-ACK, got %+v", first.tcpFields)
+	if first.Flags != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("want a SYN-ACK, got %+v", first.Fields)
 	}
 	again := p.nextTS(3 * time.Second)
-	if again.flags != header.TCPFlagSyn|header.TCPFlagAck || again.seq != first.seq {
-		t.Fatalf("want the SYN-ACK again, got %+v", again.tcpFields)
+	if again.Flags != header.TCPFlagSyn|header.TCPFlagAck || again.Seq != first.Seq {
+		t.Fatalf("want the SYN-ACK again, got %+v", again.Fields)
 	}
 	if again.tsVal == first.tsVal {
 		t.Fatalf("the retransmitted SYN-ACK carries the first one's TSval %d: the peer's echo of it measures the handshake backoff as RTT", first.tsVal)
@@ -38,7 +40,7 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 	// must be the minimum (200 ms), or the initial 1 s where the sample
 	// rounds to 0 ms and is not taken, not the 3 s that SRTT + 4 RTTVAR
 	// gives for a sample of one backoff (1 s).
-	p.sendTS(header.TCPFlagAck, peerISS+1, again.seq+1, peerTS+1, again.tsVal)
+	p.sendTS(header.TCPFlagAck, peerISS+1, again.Seq+1, peerTS+1, again.tsVal)
 	c := accept()
 	if _, err := c.Write(make([]byte, 100)); err != nil {
 		t.Fatal(err)
@@ -46,8 +48,8 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 	data := p.nextTS(time.Second)
 	sent := time.Now()
 	resent := p.nextTS(5 * time.Second)
-	if resent.seq != data.seq || resent.payloadLen == 0 {
-		t.Fatalf("want the data segment again, got %+v", resent.tcpFields)
+	if resent.Seq != data.Seq || resent.PayloadLen == 0 {
+		t.Fatalf("want the data segment again, got %+v", resent.Fields)
 	}
 	if wait := time.Since(sent); wait > 2*time.Second {
 		t.Fatalf("lost data resent after %v: the RTO was seeded from the first SYN-ACK's timestamp", wait.Round(time.Millisecond))
@@ -56,7 +58,7 @@ func TestRetransmittedSYNACKTimestamp(t *testing.T) {
 
 // tsSegment is a segment the stack sent with its timestamp option.
 type tsSegment struct {
-	tcpFields
+	wire.Fields
 	tsVal, tsEcr uint32
 }
 
@@ -68,8 +70,8 @@ func (p *peer) nextTS(timeout time.Duration) tsSegment {
 		p.t.Fatalf("no segment from the stack within %v", timeout)
 	}
 	tcp := header.TCP(b[header.IPv4(b).HeaderLength():])
-	s := tsSegment{tcpFields: f}
-	if f.flags&header.TCPFlagSyn != 0 {
+	s := tsSegment{Fields: f}
+	if f.Flags&header.TCPFlagSyn != 0 {
 		o := header.ParseSynOptions(tcp.Options(), true)
 		s.tsVal, s.tsEcr = o.TSVal, o.TSEcr
 	} else {
@@ -97,22 +99,22 @@ func TestRetransmittedSYNGetsSYNACK(t *testing.T) {
 	p, accept := listenPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	p.sendSYNWithTS(peerTS)
 	first := p.nextTS(time.Second)
-	if first.flags != header.TCPFlagSyn|header.TCPFlagAck {
-		t.Fatalf("want a SYN-ACK, got %+v", first.tcpFields)
+	if first.Flags != header.TCPFlagSyn|header.TCPFlagAck {
+		t.Fatalf("want a SYN-ACK, got %+v", first.Fields)
 	}
 
 	// That SYN-ACK is lost; the peer sends its SYN again.
 	p.sendSYNWithTS(peerTS + 1000)
 	// Well before the handshake timer's own retransmission (1 s).
 	again := p.nextTS(300 * time.Millisecond)
-	if again.flags != header.TCPFlagSyn|header.TCPFlagAck || again.seq != first.seq || again.ack != peerISS+1 {
-		t.Fatalf("want the SYN-ACK again in answer to the retransmitted SYN, got %+v", again.tcpFields)
+	if again.Flags != header.TCPFlagSyn|header.TCPFlagAck || again.Seq != first.Seq || again.Ack != peerISS+1 {
+		t.Fatalf("want the SYN-ACK again in answer to the retransmitted SYN, got %+v", again.Fields)
 	}
 	if again.tsEcr != peerTS+1000 {
 		t.Fatalf("the SYN-ACK echoes TSval %d, want the retransmitted SYN's %d", again.tsEcr, peerTS+1000)
 	}
 
-	p.sendTS(header.TCPFlagAck, peerISS+1, again.seq+1, peerTS+1001, again.tsVal)
+	p.sendTS(header.TCPFlagAck, peerISS+1, again.Seq+1, peerTS+1001, again.tsVal)
 	accept() // the handshake completed with the second SYN-ACK
 }
 

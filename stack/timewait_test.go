@@ -8,20 +8,23 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // timeWaitPeer connects with c, closes from tund's side and completes the
 // close from the peer: tund is then in TIME-WAIT. It returns the peer and
 // tund's FIN.
-func timeWaitPeer(t *testing.T, c Config) (*peer, tcpFields) {
+func timeWaitPeer(t *testing.T, c Config) (*peer, wire.Fields) {
 	t.Helper()
 	p := connectConfig(t, c)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
-	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.ack != peerISS+2 {
-		t.Fatalf("final ACK: got %s ack=%d, want ACK ack=%d", flagString(ack.flags), ack.ack, peerISS+2)
+	p.send(header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Ack != peerISS+2 {
+		t.Fatalf("final ACK: got %s ack=%d, want ACK ack=%d", tcpflag.String(uint8(ack.Flags)), ack.Ack, peerISS+2)
 	}
 	return p, fin
 }
@@ -69,18 +72,18 @@ func TestCompactTimeWait(t *testing.T) {
 	}
 
 	// The peer's FIN again: ACKed again, exactly as the first time.
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
-	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.seq != fin.seq+1 || ack.ack != peerISS+2 {
-		t.Fatalf("replayed FIN: got %s seq=%d ack=%d, want ACK seq=%d ack=%d", flagString(ack.flags), ack.seq, ack.ack, fin.seq+1, peerISS+2)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Seq != fin.Seq+1 || ack.Ack != peerISS+2 {
+		t.Fatalf("replayed FIN: got %s seq=%d ack=%d, want ACK seq=%d ack=%d", tcpflag.String(uint8(ack.Flags)), ack.Seq, ack.Ack, fin.Seq+1, peerISS+2)
 	}
 	// Data, or a segment out of sequence: ACKed, TIME-WAIT not restarted.
-	p.send(header.TCPFlagAck, peerISS+7, fin.seq+1)
-	if ack := p.next(time.Second); ack.flags != header.TCPFlagAck || ack.ack != peerISS+2 {
-		t.Fatalf("segment out of sequence: got %s ack=%d, want an ACK of RCV.NXT", flagString(ack.flags), ack.ack)
+	p.send(header.TCPFlagAck, peerISS+7, fin.Seq+1)
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Ack != peerISS+2 {
+		t.Fatalf("segment out of sequence: got %s ack=%d, want an ACK of RCV.NXT", tcpflag.String(uint8(ack.Flags)), ack.Ack)
 	}
 	// A pure ACK in sequence, a SYN at or below RCV.NXT and a RST are
 	// dropped in silence (RFC 1337: the RST does not end TIME-WAIT).
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
 	p.send(header.TCPFlagSyn, peerISS+1, 0)
 	p.send(header.TCPFlagRst, peerISS+2, 0)
 	p.noSegment(100*time.Millisecond, "an in-sequence ACK, an old SYN and a RST need no answer")
@@ -94,8 +97,8 @@ func TestCompactTimeWait(t *testing.T) {
 	// A SYN above RCV.NXT is a new incarnation (RFC 1122 §4.2.2.13): the
 	// listener answers it.
 	p.send(header.TCPFlagSyn, peerISS+100000, 0)
-	if synAck := p.next(time.Second); synAck.flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.ack != peerISS+100001 {
-		t.Fatalf("new SYN: got %s ack=%d, want SYN|ACK", flagString(synAck.flags), synAck.ack)
+	if synAck := p.next(time.Second); synAck.Flags != header.TCPFlagSyn|header.TCPFlagAck || synAck.Ack != peerISS+100001 {
+		t.Fatalf("new SYN: got %s ack=%d, want SYN|ACK", tcpflag.String(uint8(synAck.Flags)), synAck.Ack)
 	}
 	if n := p.st.tw.Len(); n != 0 {
 		t.Errorf("%d TIME-WAITs after the new SYN, want 0", n)
@@ -111,9 +114,9 @@ func TestCompactTimeWaitExpires(t *testing.T) {
 		t.Errorf("TIME-WAIT ended after %v, want 2 x MSL = 100ms", d)
 	}
 	// Gone: the peer's FIN now draws a RST, as with no TIME-WAIT at all.
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
-	if rst := p.next(time.Second); rst.flags&header.TCPFlagRst == 0 {
-		t.Errorf("FIN after TIME-WAIT: got %s, want RST", flagString(rst.flags))
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	if rst := p.next(time.Second); rst.Flags&header.TCPFlagRst == 0 {
+		t.Errorf("FIN after TIME-WAIT: got %s, want RST", tcpflag.String(uint8(rst.Flags)))
 	}
 }
 
@@ -136,44 +139,6 @@ func TestFullTimeWait(t *testing.T) {
 	}
 }
 
-// synWithTS builds an IPv4 SYN from the peer with a timestamp option.
-func synWithTS(seq, tsVal uint32) (tcpFields, []byte) {
-	const size = header.IPv4MinimumSize + header.TCPMinimumSize + 12
-	b := make([]byte, size)
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: size, TTL: 64, Protocol: uint8(header.TCPProtocolNumber), SrcAddr: peerAddr, DstAddr: stackAddr})
-	tcp := header.TCP(b[header.IPv4MinimumSize:])
-	tcp.Encode(&header.TCPFields{SrcPort: peerPort, DstPort: 7, SeqNum: seq, DataOffset: header.TCPMinimumSize + 12, Flags: header.TCPFlagSyn, WindowSize: 65535})
-	opts := tcp[header.TCPMinimumSize:]
-	opts[0], opts[1] = header.TCPOptionNOP, header.TCPOptionNOP
-	header.EncodeTSOption(tsVal, 0, opts[2:])
-	f, _ := parseInbound(b, len(b))
-	return f, b
-}
-
-func TestNewIncarnation(t *testing.T) {
-	const rcvNxt, recent = 5000, 1000
-	withTS := twEntry{rcvNxt: rcvNxt, ts: true, tsEcr: recent}
-	noTS := twEntry{rcvNxt: rcvNxt}
-	for _, c := range []struct {
-		name       string
-		e          twEntry
-		seq, tsVal uint32
-		want       bool
-	}{
-		{"newer timestamp, lower sequence (RFC 6191)", withTS, rcvNxt - 100, recent + 1, true},
-		{"older timestamp, higher sequence (RFC 6191: drop)", withTS, rcvNxt + 100, recent - 1, false},
-		{"same timestamp: the sequence decides", withTS, rcvNxt + 100, recent, true},
-		{"same timestamp, lower sequence", withTS, rcvNxt - 100, recent, false},
-		{"no timestamps on the old connection: higher sequence (RFC 1122)", noTS, rcvNxt + 1, recent + 1, true},
-		{"no timestamps on the old connection: lower sequence", noTS, rcvNxt - 1, recent + 1, false},
-	} {
-		f, b := synWithTS(c.seq, c.tsVal)
-		if got := newIncarnation(f, b, &c.e); got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
-		}
-	}
-}
-
 func TestCompactTimeWaitYieldsToLiveConnection(t *testing.T) {
 	// A SYN that waited in the old endpoint's queue during the handoff
 	// reaches the listener after the entry went in: the entry then stands
@@ -181,7 +146,7 @@ func TestCompactTimeWaitYieldsToLiveConnection(t *testing.T) {
 	// established one; the peer's next segment must reach the stack, and
 	// the entry go.
 	p := connectConfig(t, Config{MSL: time.Second, FinWait2: time.Second})
-	taken := p.st.tw.handoff(tcpip.TimeWaitHandoff{
+	taken := p.st.tw.Handoff(tcpip.TimeWaitHandoff{
 		NetProto: header.IPv4ProtocolNumber, LocalAddress: stackAddr, RemoteAddress: peerAddr,
 		LocalPort: 7, RemotePort: peerPort, SndNxt: 12345, RcvNxt: peerISS + 1000,
 	})
@@ -189,8 +154,8 @@ func TestCompactTimeWaitYieldsToLiveConnection(t *testing.T) {
 		t.Fatal("the table refused the handoff")
 	}
 	p.send(header.TCPFlagAck, peerISS+1, p.iss+1)
-	if f, ok := p.nextOrNone(100 * time.Millisecond); ok && f.seq == 12345 {
-		t.Fatalf("the stale entry answered the live connection's segment: %s seq=%d ack=%d", flagString(f.flags), f.seq, f.ack)
+	if f, ok := p.nextOrNone(100 * time.Millisecond); ok && f.Seq == 12345 {
+		t.Fatalf("the stale entry answered the live connection's segment: %s seq=%d ack=%d", tcpflag.String(uint8(f.Flags)), f.Seq, f.Ack)
 	}
 	if n := p.st.tw.Len(); n != 0 {
 		t.Errorf("%d entries after a segment of a live connection, want 0", n)
@@ -233,7 +198,7 @@ func TestCompactTimeWaitSuppressesListenerRST(t *testing.T) {
 	l = rstPacket(peerPort + 1)
 	p.st.tw.WritePackets(l)
 	l.Reset()
-	if f := p.next(time.Second); f.flags&header.TCPFlagRst == 0 || f.flow.localPort != peerPort+1 {
-		t.Errorf("got %s to port %d, want the RST to port %d", flagString(f.flags), f.flow.localPort, peerPort+1)
+	if f := p.next(time.Second); f.Flags&header.TCPFlagRst == 0 || f.Flow.LocalPort != peerPort+1 {
+		t.Errorf("got %s to port %d, want the RST to port %d", tcpflag.String(uint8(f.Flags)), f.Flow.LocalPort, peerPort+1)
 	}
 }

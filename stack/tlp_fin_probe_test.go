@@ -28,11 +28,11 @@ func TestFINProbeWaitsForDelayedACK(t *testing.T) {
 	}
 	p.conn.Close()
 	data := p.next(time.Second)
-	if data.payloadLen != 6 {
+	if data.PayloadLen != 6 {
 		t.Fatalf("want the 6 bytes of data, got %+v", data)
 	}
 	fin := p.next(time.Second)
-	if fin.flags&header.TCPFlagFin == 0 || fin.seq != data.seq+6 {
+	if fin.Flags&header.TCPFlagFin == 0 || fin.Seq != data.Seq+6 {
 		t.Fatalf("want tund's FIN after the data, got %+v", fin)
 	}
 	finAt := time.Now()
@@ -42,13 +42,13 @@ func TestFINProbeWaitsForDelayedACK(t *testing.T) {
 	if f, ok := p.nextOrNone(30 * time.Millisecond); ok {
 		t.Fatalf("tund sent %+v %v after its FIN, before the ACK of its data was read", f, time.Since(finAt).Round(time.Millisecond))
 	}
-	p.send(header.TCPFlagAck, peerISS+1, fin.seq)
+	p.send(header.TCPFlagAck, peerISS+1, fin.Seq)
 	again, ok := p.nextOrNone(2 * time.Second)
 	if !ok {
 		t.Fatal("tund never sent its FIN again: no RTO after the data's ACK")
 	}
 	gap := time.Since(finAt)
-	if again.flags&header.TCPFlagFin == 0 || again.seq != fin.seq {
+	if again.Flags&header.TCPFlagFin == 0 || again.Seq != fin.Seq {
 		t.Fatalf("want tund's FIN again, got %+v", again)
 	}
 	t.Logf("the FIN came again %v after the first", gap.Round(time.Millisecond))

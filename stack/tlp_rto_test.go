@@ -9,6 +9,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // TestRTOArmedAfterTailLossProbe pins patch 0007: after a SACK recovery
@@ -27,44 +29,44 @@ func TestRTOArmedAfterTailLossProbe(t *testing.T) {
 	if _, err := p.conn.Write(make([]byte, 4*sackMSS)); err != nil {
 		t.Fatal(err)
 	}
-	var data []tcpFields
+	var data []wire.Fields
 	for n := 0; n < 4*sackMSS; {
 		f := p.next(time.Second)
-		if f.payloadLen == 0 {
+		if f.PayloadLen == 0 {
 			t.Fatalf("want data segment %d, got %+v", len(data)+1, f)
 		}
 		data = append(data, f)
-		n += f.payloadLen
+		n += f.PayloadLen
 	}
 	if len(data) < 4 {
 		t.Fatalf("want at least 4 data segments, got %d", len(data))
 	}
 	last := data[len(data)-1]
-	end := func(f tcpFields) uint32 { return f.seq + uint32(f.payloadLen) }
+	end := func(f wire.Fields) uint32 { return f.Seq + uint32(f.PayloadLen) }
 
 	// Three duplicate ACKs, each SACKing one more segment: tund enters
 	// SACK recovery (RFC 6675 §5) and retransmits the first segment.
 	for i := 1; i <= 3; i++ {
-		p.sendSACK(header.TCPFlagAck, peerISS+1, data[0].seq, header.SACKBlock{Start: seqOf(data[1].seq), End: seqOf(end(data[i]))})
+		p.sendSACK(header.TCPFlagAck, peerISS+1, data[0].Seq, header.SACKBlock{Start: seqOf(data[1].Seq), End: seqOf(end(data[i]))})
 	}
-	if f := p.next(2 * time.Second); f.seq != data[0].seq || f.payloadLen == 0 {
+	if f := p.next(2 * time.Second); f.Seq != data[0].Seq || f.PayloadLen == 0 {
 		t.Fatalf("want the first segment retransmitted, got %+v", f)
 	}
 
 	// tund closes during the recovery: its FIN goes out.
 	p.conn.Close()
 	fin := p.next(time.Second)
-	if fin.flags&header.TCPFlagFin == 0 || fin.seq != end(last) {
+	if fin.Flags&header.TCPFlagFin == 0 || fin.Seq != end(last) {
 		t.Fatalf("want tund's FIN at %d, got %+v", end(last), fin)
 	}
 
 	// The retransmission arrives, the FIN is lost: the ACK covers all data
 	// and ends the recovery, with the FIN still outstanding.
-	p.sendSACK(header.TCPFlagAck, peerISS+1, fin.seq)
+	p.sendSACK(header.TCPFlagAck, peerISS+1, fin.Seq)
 
 	// The tail loss probe (RFC 8985 §7.3) resends the FIN; it is lost too.
 	probe := p.next(2 * time.Second)
-	if probe.flags&header.TCPFlagFin == 0 || probe.seq != fin.seq {
+	if probe.Flags&header.TCPFlagFin == 0 || probe.Seq != fin.Seq {
 		t.Fatalf("want the FIN probe, got %+v", probe)
 	}
 	sent := time.Now()
@@ -75,7 +77,7 @@ func TestRTOArmedAfterTailLossProbe(t *testing.T) {
 	if !ok {
 		t.Fatalf("tund did not retransmit its FIN within 3 s of a lost tail loss probe: no RTO was armed")
 	}
-	if again.flags&header.TCPFlagFin == 0 || again.seq != fin.seq {
+	if again.Flags&header.TCPFlagFin == 0 || again.Seq != fin.Seq {
 		t.Fatalf("want tund's FIN retransmitted, got %+v", again)
 	}
 	t.Logf("FIN retransmitted %v after the lost probe", time.Since(sent).Round(time.Millisecond))

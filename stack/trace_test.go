@@ -7,11 +7,13 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/closes"
 )
 
 // awaitClose returns the first close record, waiting for it up to 3 s.
-func awaitClose(t *testing.T, p *peer) *Close {
+func awaitClose(t *testing.T, p *peer) *closes.Record {
 	t.Helper()
 	ch, stop := p.st.SubscribeCloses()
 	defer stop()
@@ -21,7 +23,7 @@ func awaitClose(t *testing.T, p *peer) *Close {
 	return awaitRecord(t, ch)
 }
 
-func ladder(c *Close) string {
+func ladder(c *closes.Record) string {
 	var b []string
 	for _, s := range c.Segments {
 		b = append(b, s.From+":"+s.Flags)
@@ -35,9 +37,9 @@ func TestTracePeerFirstMerged(t *testing.T) {
 	p.readEOF()
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
 	c := awaitClose(t, p)
-	if c.Kind != KindThreeWay || c.Initiator != SidePeer || ladder(c) != "peer:FA tund:FA peer:A" {
+	if c.Kind != closes.KindThreeWay || c.Initiator != closes.SidePeer || ladder(c) != "peer:FA tund:FA peer:A" {
 		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
 	}
 }
@@ -49,9 +51,9 @@ func TestTracePeerFirstFourWay(t *testing.T) {
 	p.readEOF()
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
 	c := awaitClose(t, p)
-	if c.Kind != KindFourWay || c.Initiator != SidePeer || ladder(c) != "peer:FA tund:A tund:FA peer:A" {
+	if c.Kind != closes.KindFourWay || c.Initiator != closes.SidePeer || ladder(c) != "peer:FA tund:A tund:FA peer:A" {
 		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
 	}
 }
@@ -60,11 +62,11 @@ func TestTraceTundFirst(t *testing.T) {
 	p := connect(t, 0)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
 	p.next(time.Second)
 	c := awaitClose(t, p)
-	if c.Kind != KindFourWay || c.Initiator != SideTund || ladder(c) != "tund:FA peer:A peer:FA tund:A" {
+	if c.Kind != closes.KindFourWay || c.Initiator != closes.SideTund || ladder(c) != "tund:FA peer:A peer:FA tund:A" {
 		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
 	}
 }
@@ -76,9 +78,9 @@ func TestTraceSimultaneous(t *testing.T) {
 	// The peer's FIN crosses tund's: it does not acknowledge it.
 	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, p.iss+1)
 	p.next(time.Second) // tund ACKs the peer's FIN (CLOSING)
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
 	c := awaitClose(t, p)
-	if c.Kind != KindSimultaneous {
+	if c.Kind != closes.KindSimultaneous {
 		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
 	}
 }
@@ -87,10 +89,10 @@ func TestTraceReset(t *testing.T) {
 	p := connect(t, 0)
 	p.conn.Abort()
 	c := awaitClose(t, p)
-	if c.Kind != KindReset || c.ResetBy != SideTund || c.Initiator != SideTund {
+	if c.Kind != closes.KindReset || c.ResetBy != closes.SideTund || c.Initiator != closes.SideTund {
 		t.Errorf("got %s by %s (reset by %q): %s", c.Kind, c.Initiator, c.ResetBy, ladder(c))
 	}
-	if n := p.st.CloseStats().Resets[ResetKey{"sent", ResetAbort}]; n != 1 {
+	if n := p.st.CloseStats().Resets[closes.ResetKey{Direction: "sent", Reason: closes.ResetAbort}]; n != 1 {
 		t.Errorf("RST counted %d times as an abort: %v", n, p.st.CloseStats().Resets)
 	}
 }
@@ -103,29 +105,29 @@ func TestTraceLateSegmentsJoinTheirClose(t *testing.T) {
 	p := connect(t, 0)
 	p.conn.Abort()
 	rst := p.next(time.Second)
-	if rst.flags&header.TCPFlagRst == 0 {
+	if rst.Flags&header.TCPFlagRst == 0 {
 		t.Fatalf("want tund's RST, got %+v", rst)
 	}
 	awaitClose(t, p)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, rst.seq)
-	if again := p.next(time.Second); again.flags&header.TCPFlagRst == 0 {
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, rst.Seq)
+	if again := p.next(time.Second); again.Flags&header.TCPFlagRst == 0 {
 		t.Fatalf("want tund's RST for the late FIN, got %+v", again)
 	}
 	recs := p.st.Closes()
 	if len(recs) != 1 || ladder(recs[0]) != "tund:RA peer:FA tund:RA" && ladder(recs[0]) != "tund:RA peer:FA tund:R" {
 		t.Fatalf("want one close with the late FIN and tund's RST in it, got %d: %v", len(recs), ladders(recs))
 	}
-	if n := p.st.CloseStats().Resets[ResetKey{"sent", ResetNoConnection}]; n != 1 {
+	if n := p.st.CloseStats().Resets[closes.ResetKey{Direction: "sent", Reason: closes.ResetNoConnection}]; n != 1 {
 		t.Errorf("tund's RST for the late FIN counted %d times as no-connection", n)
 	}
 	// The peer sent its FIN before tund's RST reached it: they crossed.
-	closes := p.st.CloseStats().Closes
-	if recs[0].Initiator != SideBoth || closes[CloseKey{KindReset, SideBoth}] != 1 || closes[CloseKey{KindReset, SideTund}] != 0 {
-		t.Errorf("the crossed close: initiator %s, counted %v; want both, once", recs[0].Initiator, closes)
+	counted := p.st.CloseStats().Closes
+	if recs[0].Initiator != closes.SideBoth || counted[closes.Key{Kind: closes.KindReset, Initiator: closes.SideBoth}] != 1 || counted[closes.Key{Kind: closes.KindReset, Initiator: closes.SideTund}] != 0 {
+		t.Errorf("the crossed close: initiator %s, counted %v; want both, once", recs[0].Initiator, counted)
 	}
 
 	p.send(header.TCPFlagSyn, peerISS+100000, 0)
-	if synack := p.next(time.Second); synack.flags != header.TCPFlagSyn|header.TCPFlagAck {
+	if synack := p.next(time.Second); synack.Flags != header.TCPFlagSyn|header.TCPFlagAck {
 		t.Fatalf("want a SYN-ACK for the new incarnation, got %+v", synack)
 	}
 	p.send(header.TCPFlagRst, peerISS+100001, 0)
@@ -139,7 +141,7 @@ func TestTraceLateSegmentsJoinTheirClose(t *testing.T) {
 	}
 }
 
-func ladders(recs []*Close) []string {
+func ladders(recs []*closes.Record) []string {
 	var l []string
 	for _, c := range recs {
 		l = append(l, ladder(c))
@@ -147,37 +149,8 @@ func ladders(recs []*Close) []string {
 	return l
 }
 
-// TestTraceKindPastTruncation: a record keeps its first 48 segments, but
-// the kind comes from the whole close. Here tund's FIN is followed by 60
-// data segments from the peer (a half-close) before the peer's FIN|ACK
-// acknowledges it: a three-way close, whose deciding segment the record
-// had no room for.
-func TestTraceKindPastTruncation(t *testing.T) {
-	log := newCloseLog()
-	tr := newTracer(channel.New(1, 1500, ""), traceConfig{linger: time.Hour}, log)
-	defer tr.Close()
-	fl := flow{localPort: 80, remotePort: 40000}
-	seg := func(from string, flags header.TCPFlags, seq, ack uint32, n int) {
-		tr.segment(tcpFields{flow: fl, flags: flags, seq: seq, ack: ack, payloadLen: n}, from)
-	}
-	const A, F = header.TCPFlagAck, header.TCPFlagFin | header.TCPFlagAck
-	seg(SideTund, F, 100, 500, 0)
-	for i := uint32(0); i < 60; i++ {
-		seg(SidePeer, A, 500+10*i, 100, 10) // data, not yet acknowledging tund's FIN
-	}
-	seg(SidePeer, F, 1100, 101, 0)
-	seg(SideTund, A, 101, 1101, 0)
-	recs := (&Stack{closes: log}).Closes()
-	if len(recs) != 1 || !recs[0].Truncated || recs[0].Kind != KindThreeWay {
-		t.Fatalf("want one truncated three-way close, got %d: %v", len(recs), ladders(recs))
-	}
-	if recs[0].Kind != KindThreeWay {
-		t.Errorf("kind %s, want three-way", recs[0].Kind)
-	}
-}
-
 // awaitRecord returns the next record from ch, waiting up to 3 s.
-func awaitRecord(t *testing.T, ch <-chan *Close) *Close {
+func awaitRecord(t *testing.T, ch <-chan *closes.Record) *closes.Record {
 	t.Helper()
 	select {
 	case c := <-ch:
@@ -198,15 +171,15 @@ func TestTraceFinalACKLost(t *testing.T) {
 	defer stop()
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
 	p.next(time.Second) // the final ACK, "lost"
 	first := awaitRecord(t, ch)
 	if first.FinalACKLost || ladder(first) != "tund:FA peer:FA tund:A" {
 		t.Fatalf("first record: %+v", first)
 	}
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
-	if again := p.next(time.Second); again.flags != header.TCPFlagAck || again.ack != peerISS+2 {
-		t.Fatalf("tund answered the replayed FIN with %s ack %d", flagString(again.flags), again.ack)
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	if again := p.next(time.Second); again.Flags != header.TCPFlagAck || again.Ack != peerISS+2 {
+		t.Fatalf("tund answered the replayed FIN with %s ack %d", tcpflag.String(uint8(again.Flags)), again.Ack)
 	}
 	c := awaitRecord(t, ch)
 	if c.ID != first.ID || !c.FinalACKLost || c.FINRetransmits != 1 || c.ACKRetransmits != 1 || c.Kind != first.Kind ||
@@ -221,18 +194,16 @@ func TestTraceFinalACKLost(t *testing.T) {
 		t.Errorf("/closes keeps %d records, want the amended one only", len(recs))
 	}
 	s := p.st.CloseStats()
-	if s.FinalACKLost != 1 || s.Retransmits[RetransmitKey{SidePeer, "FIN"}] != 1 || s.Retransmits[RetransmitKey{SideTund, "ACK"}] != 1 ||
-		s.Closes[CloseKey{c.Kind, SideTund}] != 1 {
+	if s.FinalACKLost != 1 || s.Retransmits[closes.RetransmitKey{Side: closes.SidePeer, Segment: "FIN"}] != 1 || s.Retransmits[closes.RetransmitKey{Side: closes.SideTund, Segment: "ACK"}] != 1 ||
+		s.Closes[closes.Key{Kind: c.Kind, Initiator: closes.SideTund}] != 1 {
 		t.Errorf("stats: %+v", s)
 	}
 	// 2 x MSL (2 s) after the second ACK, TIME-WAIT ends.
 	tr := p.st.tracer
-	tr.mu.Lock()
-	tr.sweepLocked(c.End.Add(2*time.Second - time.Millisecond))
-	early := tr.timeWaits.len()
-	tr.sweepLocked(c.End.Add(2*time.Second + time.Millisecond))
-	late := tr.timeWaits.len()
-	tr.mu.Unlock()
+	tr.Sweep(c.End.Add(2*time.Second - time.Millisecond))
+	early := tr.TimeWaits()
+	tr.Sweep(c.End.Add(2*time.Second + time.Millisecond))
+	late := tr.TimeWaits()
 	h := p.st.CloseStats().StateTimes["TIME-WAIT"]
 	want := c.End.Add(2 * time.Second).Sub(c.Segments[1].At).Seconds()
 	if early != 1 || late != 0 || h.Count != 1 || h.Sum < want-0.001 || h.Sum > want+0.001 {
@@ -246,20 +217,20 @@ func TestTraceFinWait2Timeout(t *testing.T) {
 	p := connect(t, 0)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+1, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+1, fin.Seq+1)
 	awaitStateCount(t, p.st, "FIN-WAIT-2", 1)
 	awaitStateCount(t, p.st, "FIN-WAIT-2", 0)
-	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.seq+1)
-	if rst := p.next(time.Second); rst.flags&header.TCPFlagRst == 0 {
-		t.Fatalf("late FIN answered with %s", flagString(rst.flags))
+	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1)
+	if rst := p.next(time.Second); rst.Flags&header.TCPFlagRst == 0 {
+		t.Fatalf("late FIN answered with %s", tcpflag.String(uint8(rst.Flags)))
 	}
 	c := awaitClose(t, p)
-	if c.Kind != KindFinWait2Timeout || c.ResetBy != SideTund || ladder(c) != "tund:FA peer:A peer:FA tund:R" {
+	if c.Kind != closes.KindFinWait2Timeout || c.ResetBy != closes.SideTund || ladder(c) != "tund:FA peer:A peer:FA tund:R" {
 		t.Errorf("got %s (reset by %s): %s", c.Kind, c.ResetBy, ladder(c))
 	}
 	s := p.st.CloseStats()
 	// When FIN-WAIT-2 ran out the wire does not say: it is not timed.
-	if s.Resets[ResetKey{"sent", ResetNoConnection}] != 1 || s.StateTimes["FIN-WAIT-2"].Count != 0 || s.StateTimes["FIN-WAIT-1"].Count != 1 {
+	if s.Resets[closes.ResetKey{Direction: "sent", Reason: closes.ResetNoConnection}] != 1 || s.StateTimes["FIN-WAIT-2"].Count != 0 || s.StateTimes["FIN-WAIT-1"].Count != 1 {
 		t.Errorf("resets %v, FIN-WAIT-1/2 observations %d/%d", s.Resets, s.StateTimes["FIN-WAIT-1"].Count, s.StateTimes["FIN-WAIT-2"].Count)
 	}
 }
@@ -271,15 +242,15 @@ func TestTraceHalfClosePolicy(t *testing.T) {
 	p.send(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, p.iss+1)
 	p.next(time.Second)
 	p.readEOF()
-	p.conn.NoteHalfClose(HalfCloseClosed)
+	p.conn.NoteHalfClose(closes.HalfCloseClosed)
 	p.conn.Close()
 	fin := p.next(time.Second)
-	p.send(header.TCPFlagAck, peerISS+2, fin.seq+1)
+	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
 	c := awaitClose(t, p)
-	if c.Kind != KindHalfClosePolicy || c.Initiator != SidePeer {
+	if c.Kind != closes.KindHalfClosePolicy || c.Initiator != closes.SidePeer {
 		t.Errorf("got %s by %s: %s", c.Kind, c.Initiator, ladder(c))
 	}
-	if n := p.st.CloseStats().HalfClose[HalfCloseClosed]; n != 1 {
+	if n := p.st.CloseStats().HalfClose[closes.HalfCloseClosed]; n != 1 {
 		t.Errorf("half-close closed counted %d times, want 1", n)
 	}
 }
@@ -311,12 +282,9 @@ func TestTraceRetransmitLimit(t *testing.T) {
 	awaitStateCount(t, p.st, "FIN-WAIT-1", 0)
 	ch, stop := p.st.SubscribeCloses()
 	defer stop()
-	tr := p.st.tracer
-	tr.mu.Lock()
-	tr.sweepLocked(time.Now().Add(closeLinger + time.Second))
-	tr.mu.Unlock()
+	p.st.tracer.Sweep(time.Now().Add(closes.DefaultLinger + time.Second))
 	c := awaitRecord(t, ch)
-	if c.Kind != KindRetransmitLimit || c.Initiator != SideTund || c.FINRetransmits < 1 {
+	if c.Kind != closes.KindRetransmitLimit || c.Initiator != closes.SideTund || c.FINRetransmits < 1 {
 		t.Errorf("got %s by %s with %d FIN retransmissions: %s", c.Kind, c.Initiator, c.FINRetransmits, ladder(c))
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/internal/tcpflag"
 )
 
 // TestNoWindowUpdateAfterFIN pins patch 0012: once the peer's FIN is in,
@@ -23,16 +25,16 @@ import (
 func TestNoWindowUpdateAfterFIN(t *testing.T) {
 	p, seq := fillSmallBuffer(t)
 	p.send(header.TCPFlagFin|header.TCPFlagAck, seq, p.iss+1)
-	if f := p.next(time.Second); f.flags != header.TCPFlagAck || f.ack != seq+1 {
-		t.Fatalf("want the ACK of the FIN (ack %d), got %s ack %d", seq+1, flagString(f.flags), f.ack)
+	if f := p.next(time.Second); f.Flags != header.TCPFlagAck || f.Ack != seq+1 {
+		t.Fatalf("want the ACK of the FIN (ack %d), got %s ack %d", seq+1, tcpflag.String(uint8(f.Flags)), f.Ack)
 	}
 	got, err := io.ReadAll(p.conn)
 	if err != nil || len(got) != fillChunk*fillChunks {
 		t.Fatalf("read %d bytes, %v; want %d and EOF", len(got), err, fillChunk*fillChunks)
 	}
 	p.conn.Close()
-	if f := p.next(time.Second); !f.flags.Contains(header.TCPFlagFin) {
-		t.Fatalf("after the peer's FIN the application read the %d bytes and closed: want the stack's FIN next, got %s seq %d ack %d (a window update)", len(got), flagString(f.flags), f.seq, f.ack)
+	if f := p.next(time.Second); !f.Flags.Contains(header.TCPFlagFin) {
+		t.Fatalf("after the peer's FIN the application read the %d bytes and closed: want the stack's FIN next, got %s seq %d ack %d (a window update)", len(got), tcpflag.String(uint8(f.Flags)), f.Seq, f.Ack)
 	}
 }
 
@@ -44,7 +46,7 @@ func TestWindowUpdateBeforeFIN(t *testing.T) {
 	if _, err := io.ReadFull(p.conn, make([]byte, fillChunk*fillChunks)); err != nil {
 		t.Fatal(err)
 	}
-	if f := p.next(time.Second); f.flags != header.TCPFlagAck || f.ack != seq || f.payloadLen != 0 {
+	if f := p.next(time.Second); f.Flags != header.TCPFlagAck || f.Ack != seq || f.PayloadLen != 0 {
 		t.Fatalf("want a window update (a bare ACK of byte %d) after the read, got %+v", seq, f)
 	}
 }
@@ -65,8 +67,8 @@ func fillSmallBuffer(t *testing.T) (p *peer, seq uint32) {
 	for range fillChunks {
 		p.sendData(seq, p.iss+1, make([]byte, fillChunk))
 		seq += fillChunk
-		if f := p.next(time.Second); f.ack != seq {
-			t.Fatalf("want the ACK of byte %d, got %s ack %d", seq, flagString(f.flags), f.ack)
+		if f := p.next(time.Second); f.Ack != seq {
+			t.Fatalf("want the ACK of byte %d, got %s ack %d", seq, tcpflag.String(uint8(f.Flags)), f.Ack)
 		}
 	}
 	return p, seq

@@ -14,7 +14,8 @@ import (
 
 	"github.com/tund/tund/internal/tcpflag"
 	"github.com/tund/tund/scenario"
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
+	"github.com/tund/tund/stack/link/faults"
 )
 
 // runScenario runs `tund scenario NAME --json --pcap FILE` and returns its
@@ -175,15 +176,15 @@ func TestScenarios(t *testing.T) {
 		kernel, tund      []string // states at each observation
 		kind, initiator   string
 		wire              func(t *testing.T, caps [][]Segment)
-		record            func(t *testing.T, rec *stack.Close)
-		records           func(t *testing.T, recs []*stack.Close) // for scenarios with several records
+		record            func(t *testing.T, rec *closes.Record)
+		records           func(t *testing.T, recs []*closes.Record) // for scenarios with several records
 		numbers           func(t *testing.T, r *scenario.Result)
 		recordless, multi bool
 	}{
 		{
 			name:   "four-way",
 			kernel: []string{"FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"CLOSE-WAIT", ""},
-			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			kind: closes.KindFourWay, initiator: closes.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) {
 				c := wantEvents(t, caps[0], "K FIN", "T ACK", "T FIN/ACK", "K ACK")
 				if gap := at(t, c, "T FIN/ACK", 0).Sub(at(t, c, "T ACK", 0)); gap < 900*time.Millisecond {
@@ -194,13 +195,13 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "three-way",
 			kernel: []string{"TIME-WAIT"}, tund: []string{""},
-			kind: stack.KindThreeWay, initiator: stack.SidePeer,
+			kind: closes.KindThreeWay, initiator: closes.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) { wantEvents(t, caps[0], "K FIN", "T FIN/ACK", "K ACK") },
 		},
 		{
 			name:   "half-close",
 			kernel: []string{"FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"LAST-ACK|CLOSE-WAIT", ""},
-			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			kind: closes.KindFourWay, initiator: closes.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) {
 				// squeeze: a retransmitted ACK of the FIN is still one event.
 				c := oneConversation(t, caps[0])
@@ -240,7 +241,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "lost-final-ack",
 			kernel: []string{"LAST-ACK", "", ""}, tund: []string{"TIME-WAIT", "TIME-WAIT", ""},
-			initiator: stack.SideTund,
+			initiator: closes.SideTund,
 			wire: func(t *testing.T, caps [][]Segment) {
 				// The dropped ACK never reached the wire: the kernel's FIN is
 				// there twice, and tund's ACK once, after the second.
@@ -250,10 +251,10 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("the close on the wire is %q, want tund's FIN, the kernel's FIN twice, one ACK from tund:%s", ev, c)
 				}
 			},
-			record: func(t *testing.T, rec *stack.Close) {
+			record: func(t *testing.T, rec *closes.Record) {
 				dropped := 0
 				for _, s := range rec.Segments {
-					if s.Fault == stack.FaultDropFinalACK {
+					if s.Fault == faults.DropFinalACK {
 						dropped++
 					}
 				}
@@ -272,7 +273,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "no-time-wait",
 			kernel: []string{"LAST-ACK", ""}, tund: []string{"", ""},
-			kind: stack.KindReset, initiator: stack.SideTund,
+			kind: closes.KindReset, initiator: closes.SideTund,
 			wire: func(t *testing.T, caps [][]Segment) {
 				c := oneConversation(t, caps[0])
 				ev := strings.Join(eventNames(c), ", ")
@@ -280,8 +281,8 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("the close on the wire is %q, want tund's FIN, the kernel's FIN twice, tund's RST:%s", ev, c)
 				}
 			},
-			record: func(t *testing.T, rec *stack.Close) {
-				if rec.ResetBy != stack.SideTund {
+			record: func(t *testing.T, rec *closes.Record) {
+				if rec.ResetBy != closes.SideTund {
 					t.Errorf("record: reset by %q, want tund", rec.ResetBy)
 				}
 			},
@@ -293,18 +294,18 @@ func TestScenarios(t *testing.T) {
 			kernel: []string{"LAST-ACK", "TIME-WAIT", "LAST-ACK", "LAST-ACK", "", "LAST-ACK", "LAST-ACK", "", "TIME-WAIT"},
 			tund:   []string{"", "", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", "TIME-WAIT", ""},
 			wire:   samePortWire,
-			records: func(t *testing.T, recs []*stack.Close) {
+			records: func(t *testing.T, recs []*closes.Record) {
 				if len(recs) != 3 {
 					t.Fatalf("%d close records, want one per configuration (3)", len(recs))
 				}
 				for i, rec := range recs {
 					dropped := 0
 					for _, s := range rec.Segments {
-						if s.Fault == stack.FaultDropFinalACK {
+						if s.Fault == faults.DropFinalACK {
 							dropped++
 						}
 					}
-					if rec.Initiator != stack.SideTund || rec.Local.Port() != 40000 || dropped != 1 {
+					if rec.Initiator != closes.SideTund || rec.Local.Port() != 40000 || dropped != 1 {
 						t.Errorf("record %d: started by %s from %v, %d final ACKs dropped; want tund, port 40000, 1", i+1, rec.Initiator, rec.Local, dropped)
 					}
 				}
@@ -314,13 +315,13 @@ func TestScenarios(t *testing.T) {
 				for _, s := range recs[0].Segments {
 					flow = append(flow, s.From+" "+s.Flags)
 				}
-				if got := strings.Join(flow, ", "); recs[0].Kind != stack.KindReset || recs[0].ResetBy != stack.SideTund ||
+				if got := strings.Join(flow, ", "); recs[0].Kind != closes.KindReset || recs[0].ResetBy != closes.SideTund ||
 					!strings.HasSuffix(got, "tund S, peer A, tund R") {
 					t.Errorf("MSL 0 record: %s close reset by %q, segments %s; want a reset by tund ending in tund S, peer A, tund R", recs[0].Kind, recs[0].ResetBy, got)
 				}
 				// With TIME-WAIT: the server's FIN sent again and ACKed.
 				for i, rec := range recs[1:] {
-					if rec.Kind == stack.KindReset || rec.FINRetransmits != 1 || !rec.FinalACKLost {
+					if rec.Kind == closes.KindReset || rec.FINRetransmits != 1 || !rec.FinalACKLost {
 						t.Errorf("record %d: %s close, %d FIN retransmissions, final ACK lost %v; want a close with FINs, 1, true", i+2, rec.Kind, rec.FINRetransmits, rec.FinalACKLost)
 					}
 				}
@@ -398,7 +399,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "long-merge-window",
 			kernel: []string{"FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT"}, tund: []string{"CLOSE-WAIT", "CLOSE-WAIT", ""},
-			kind: stack.KindFourWay, initiator: stack.SidePeer,
+			kind: closes.KindFourWay, initiator: closes.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) {
 				c := oneConversation(t, caps[0])
 				ev := eventNames(c)
@@ -418,7 +419,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "simultaneous",
 			kernel: []string{"FIN-WAIT-1", "CLOSING", "TIME-WAIT"}, tund: []string{"CLOSING", "TIME-WAIT", "TIME-WAIT"},
-			kind: stack.KindSimultaneous, initiator: stack.SideBoth,
+			kind: closes.KindSimultaneous, initiator: closes.SideBoth,
 			wire: func(t *testing.T, caps [][]Segment) {
 				// Both FINs on the wire, neither acknowledging the other;
 				// the kernel's ACKed last: by tund's ACK of its retransmitted
@@ -434,7 +435,7 @@ func TestScenarios(t *testing.T) {
 		{
 			name:   "close-wait-leak",
 			kernel: []string{"FIN-WAIT-2", "", ""}, tund: []string{"CLOSE-WAIT", "CLOSE-WAIT", ""},
-			kind: stack.KindReset, initiator: stack.SidePeer,
+			kind: closes.KindReset, initiator: closes.SidePeer,
 			wire: func(t *testing.T, caps [][]Segment) {
 				c := wantEvents(t, caps[0], "K FIN", "T ACK", "T FIN/ACK", "K RST")
 				if gap := at(t, c, "T FIN/ACK", 0).Sub(at(t, c, "T ACK", 0)); gap < 3500*time.Millisecond {

@@ -8,7 +8,7 @@ import (
 	"net/http"
 
 	"github.com/tund/tund/admin"
-	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/closes"
 )
 
 // closesCommand is `tund closes`: the recent closes of a running tund as
@@ -29,7 +29,7 @@ func closesCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer body.Close()
-	show := func(rec *stack.Close) {
+	show := func(rec *closes.Record) {
 		if c.json {
 			json.NewEncoder(stdout).Encode(rec)
 			return
@@ -41,7 +41,7 @@ func closesCommand(args []string, stdout, stderr io.Writer) int {
 		sc := bufio.NewScanner(body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var rec stack.Close
+			var rec closes.Record
 			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 				fmt.Fprintf(stderr, "tund closes: %v\n", err)
 				return 1
@@ -50,7 +50,7 @@ func closesCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	var closes []*stack.Close
+	var closes []*closes.Record
 	if err := json.NewDecoder(body).Decode(&closes); err != nil {
 		fmt.Fprintf(stderr, "tund closes: reading the answer: %v\n", err)
 		return 1

@@ -15,6 +15,7 @@ import (
 	"github.com/tund/tund/forward"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
+	"github.com/tund/tund/stack/link/faults"
 	"github.com/tund/tund/tun"
 )
 
@@ -170,17 +171,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			o.explicitIPv6 = append(o.explicitIPv6, "--addr "+v)
 		}
 	}
-	if o.stack.MSL < 0 {
-		return nil, errors.New("--msl must not be negative")
-	}
 	if o.drain < 0 {
 		return nil, errors.New("--drain must not be negative")
-	}
-	if o.stack.MaxConns < 0 {
-		return nil, errors.New("--max-conns must not be negative (0: no limit)")
-	}
-	if o.stack.FinWait2 < 0 {
-		return nil, errors.New("--fin-wait2 must not be negative")
 	}
 	var err error
 	switch *twRST {
@@ -230,43 +222,27 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.services, err = service.ParseList(*serve, defaults); err != nil {
 		return nil, fmt.Errorf("--serve: %w", err)
 	}
-	if o.stack.FINACKMerge < 0 {
-		return nil, errors.New("--fin-ack-merge must not be negative")
-	}
-	if o.stack.DelayedACK < 0 {
-		return nil, errors.New("--delayed-ack must not be negative")
-	}
-	for _, s := range o.services {
-		if s.Faults != o.stack.Faults {
-			if o.stack.PortFaults == nil {
-				o.stack.PortFaults = map[uint16]stack.Faults{}
-			}
-			o.stack.PortFaults[s.Port] = s.Faults
-		}
-		if s.FINACKMerge != nil {
-			if o.stack.PortFINACKMerge == nil {
-				o.stack.PortFINACKMerge = map[uint16]time.Duration{}
-			}
-			o.stack.PortFINACKMerge[s.Port] = *s.FINACKMerge
-		}
+	service.Configure(&o.stack, o.services)
+	if err := o.stack.Validate(); err != nil {
+		return nil, fmt.Errorf("--%w", err)
 	}
 	return o, nil
 }
 
 // faultFlags defines a flag for each close-path fault, setting it in f.
-func faultFlags(fs *flag.FlagSet, f *stack.Faults) {
+func faultFlags(fs *flag.FlagSet, f *faults.Set) {
 	set := func(name string) func(string) error {
 		return func(v string) error {
-			_, err := f.Set(name, v)
+			_, err := f.Parse(name, v)
 			return err
 		}
 	}
-	fs.Func(stack.FaultDropFinalACK, "drop tund's final ACK (its ACK of the peer's FIN after its own FIN), `once|P`: the first in each\nconnection, or each with probability P (0.3 or 30%). The peer retransmits its FIN; tund in TIME-WAIT ACKs again", set(stack.FaultDropFinalACK))
-	fs.Func(stack.FaultDropFIN, "drop tund's FIN, `once|P`: the first transmission in each connection, or each with probability P;\ntund retransmits it after its RTO", set(stack.FaultDropFIN))
-	fs.Func(stack.FaultDelayFIN, "send each of tund's FINs this `duration` late", set(stack.FaultDelayFIN))
-	fs.BoolFunc(stack.FaultNoFIN, "tund's FINs never reach the wire: the peer sees a CLOSE-WAIT leak and waits in FIN-WAIT-2", set(stack.FaultNoFIN))
-	fs.Func(stack.FaultLossIn, "drop each TCP segment from the kernel to tund with probability `P` (0.05 or 5%)", set(stack.FaultLossIn))
-	fs.Func(stack.FaultLossOut, "drop each TCP segment from tund to the kernel with probability `P`", set(stack.FaultLossOut))
+	fs.Func(faults.DropFinalACK, "drop tund's final ACK (its ACK of the peer's FIN after its own FIN), `once|P`: the first in each\nconnection, or each with probability P (0.3 or 30%). The peer retransmits its FIN; tund in TIME-WAIT ACKs again", set(faults.DropFinalACK))
+	fs.Func(faults.DropFIN, "drop tund's FIN, `once|P`: the first transmission in each connection, or each with probability P;\ntund retransmits it after its RTO", set(faults.DropFIN))
+	fs.Func(faults.DelayFIN, "send each of tund's FINs this `duration` late", set(faults.DelayFIN))
+	fs.BoolFunc(faults.NoFIN, "tund's FINs never reach the wire: the peer sees a CLOSE-WAIT leak and waits in FIN-WAIT-2", set(faults.NoFIN))
+	fs.Func(faults.LossIn, "drop each TCP segment from the kernel to tund with probability `P` (0.05 or 5%)", set(faults.LossIn))
+	fs.Func(faults.LossOut, "drop each TCP segment from tund to the kernel with probability `P`", set(faults.LossOut))
 }
 
 // parsePortRange parses LO-HI, two ports with LO <= HI.

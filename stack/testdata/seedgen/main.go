@@ -1,15 +1,16 @@
 // Command seedgen turns a pcap that tund wrote (--pcap, raw IP link type;
 // tcpdump's raw, Linux cooked and Ethernet captures read too) into seed
-// corpus files for the stack package's fuzz targets, in the
-// "go test fuzz v1" format, under stack/testdata/fuzz/<FuzzName>/.
+// corpus files for the close path's fuzz targets, in the "go test fuzz v1"
+// format, under the testdata/fuzz/<FuzzName>/ of each target's package
+// (see stack/testdata/README.md).
 //
 //	go run ./stack/testdata/seedgen -pcap capture.pcap -name NAME -targets parse,tracer
 //
 // Targets: parse (FuzzParseInbound, FuzzParseOutbound: one packet of each
 // shape), tracer (FuzzTracer: each connection, and the whole capture), merge
 // (FuzzMerge: each connection, with a one-hour window). The record layouts
-// are those of the fuzz targets (record in segment_fuzz_test.go); see
-// stack/testdata/fuzz/README.md for how the captures were made.
+// are those of the fuzz targets (stack/internal/wiretest.Record); see
+// stack/testdata/README.md for how the captures were made.
 package main
 
 import (
@@ -33,7 +34,7 @@ func main() {
 	pcap := flag.String("pcap", "", "pcap file written by tund --pcap")
 	name := flag.String("name", "capture", "prefix of the seed files")
 	targets := flag.String("targets", "parse,tracer,merge", "comma-separated: parse, tracer, merge")
-	out := flag.String("out", "stack/testdata/fuzz", "corpus directory")
+	out := flag.String("out", "stack", "the stack directory, under which each target's package keeps its corpus")
 	addrs := flag.String("addrs", "198.18.0.2,2001:2::2", "tund's own addresses: segments from them are tund's")
 	flag.Parse()
 	own := map[netip.Addr]bool{}
@@ -221,13 +222,22 @@ func appendRecord(b []byte, ctl byte, s seg) []byte {
 
 func quoteBytes(b []byte) string { return "[]byte(" + strconv.Quote(string(b)) + ")" }
 
+// targetPackages are the package directories of the fuzz targets, under the
+// stack directory.
+var targetPackages = map[string]string{
+	"FuzzParseInbound":  "internal/wire",
+	"FuzzParseOutbound": "internal/wire",
+	"FuzzTracer":        "closes",
+	"FuzzMerge":         "link/merge",
+}
+
 func (g *gen) write(target, file string, values ...string) {
 	var b bytes.Buffer
 	b.WriteString("go test fuzz v1\n")
 	for _, v := range values {
 		b.WriteString(v + "\n")
 	}
-	dir := filepath.Join(g.out, target)
+	dir := filepath.Join(g.out, targetPackages[target], "testdata", "fuzz", target)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		log.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package stack
+package closes
 
 import (
 	"slices"
@@ -7,6 +7,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/internal/wiretest"
 )
 
 // The tracer's state machine follows whatever segments cross the device,
@@ -16,11 +20,11 @@ import (
 
 // fuzzTraceFlows are the connections of FuzzTracer, chosen by bits 1-2 of a
 // record's ctl: two IPv4 and two IPv6.
-var fuzzTraceFlows = [4]flow{
-	fuzzFlow("198.18.0.2:80", "198.18.0.1:40000"),
-	fuzzFlow("198.18.0.2:7", "198.18.0.1:40001"),
-	fuzzFlow("[2001:2::2]:80", "[2001:2::1]:40002"),
-	fuzzFlow("[2001:2::2]:7", "[2001:2::1]:40003"),
+var fuzzTraceFlows = [4]wire.Flow{
+	wiretest.FlowOf("198.18.0.2:80", "198.18.0.1:40000"),
+	wiretest.FlowOf("198.18.0.2:7", "198.18.0.1:40001"),
+	wiretest.FlowOf("[2001:2::2]:80", "[2001:2::1]:40002"),
+	wiretest.FlowOf("[2001:2::2]:7", "[2001:2::1]:40003"),
 }
 
 // Bits of a FuzzTracer record's ctl byte, and of its first byte (config).
@@ -46,72 +50,74 @@ var (
 // sweep.
 func FuzzTracer(f *testing.F) {
 	const ack, fin, rst, syn = header.TCPFlagAck, header.TCPFlagFin, header.TCPFlagRst, header.TCPFlagSyn
-	peer := func(flags header.TCPFlags, seq, ack uint32) record { return record{flags: flags, seq: seq, ack: ack} }
-	tund := func(flags header.TCPFlags, seq, ack uint32) record {
-		return record{ctl: traceFromTund, flags: flags, seq: seq, ack: ack}
+	peer := func(flags header.TCPFlags, seq, ack uint32) wiretest.Record {
+		return wiretest.Record{Flags: flags, Seq: seq, Ack: ack}
+	}
+	tund := func(flags header.TCPFlags, seq, ack uint32) wiretest.Record {
+		return wiretest.Record{Ctl: traceFromTund, Flags: flags, Seq: seq, Ack: ack}
 	}
 	// Closes as tund makes them (cf. trace_test.go), and their faults.
-	f.Add(encodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
-	f.Add(encodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(ack, 500, 101), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
-	f.Add(encodeRecords([]byte{0}, tund(fin|ack, 500, 100), peer(ack, 100, 501), peer(fin|ack, 100, 501), tund(ack, 501, 101),
+	f.Add(wiretest.EncodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
+	f.Add(wiretest.EncodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(ack, 500, 101), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
+	f.Add(wiretest.EncodeRecords([]byte{0}, tund(fin|ack, 500, 100), peer(ack, 100, 501), peer(fin|ack, 100, 501), tund(ack, 501, 101),
 		peer(fin|ack, 100, 501), tund(ack, 501, 101), peer(syn, 9000, 0)))
-	f.Add(encodeRecords([]byte{traceRSTCloses}, tund(fin|ack, 500, 100), peer(fin|ack, 100, 500), tund(ack, 501, 101),
+	f.Add(wiretest.EncodeRecords([]byte{traceRSTCloses}, tund(fin|ack, 500, 100), peer(fin|ack, 100, 500), tund(ack, 501, 101),
 		peer(ack, 101, 501), peer(rst, 101, 0)))
-	f.Add(encodeRecords([]byte{0}, tund(rst|ack, 500, 100), peer(rst, 0, 0), tund(rst|ack, 0, 1)))
-	f.Add(encodeRecords([]byte{traceNoTimeWait}, tund(fin|ack, 500, 100), peer(ack, 100, 501), tund(rst|ack, 501, 100)))
-	f.Add(encodeRecords([]byte{0}, tund(fin|ack, 500, 100), tund(fin|ack, 500, 100), record{ctl: traceSweep},
-		peer(fin|ack, 0xffffffff, 0xfffffff0), record{ctl: 2 | traceFromTund, flags: fin, seq: 7}, record{ctl: traceSweep}))
+	f.Add(wiretest.EncodeRecords([]byte{0}, tund(rst|ack, 500, 100), peer(rst, 0, 0), tund(rst|ack, 0, 1)))
+	f.Add(wiretest.EncodeRecords([]byte{traceNoTimeWait}, tund(fin|ack, 500, 100), peer(ack, 100, 501), tund(rst|ack, 501, 100)))
+	f.Add(wiretest.EncodeRecords([]byte{0}, tund(fin|ack, 500, 100), tund(fin|ack, 500, 100), wiretest.Record{Ctl: traceSweep},
+		peer(fin|ack, 0xffffffff, 0xfffffff0), wiretest.Record{Ctl: 2 | traceFromTund, Flags: fin, Seq: 7}, wiretest.Record{Ctl: traceSweep}))
 	// A close longer than a record holds: tund's FIN is never acknowledged.
-	long := []record{tund(fin|ack, 500, 100)}
+	long := []wiretest.Record{tund(fin|ack, 500, 100)}
 	for i := range maxCloseSegments + 2 {
 		long = append(long, peer(ack, 100, 500), tund(fin|ack, 500, 100+uint32(i)))
 	}
-	f.Add(encodeRecords([]byte{0}, append(long, peer(ack, 100, 501), peer(fin|ack, 100, 501), tund(ack, 501, 101))...))
+	f.Add(wiretest.EncodeRecords([]byte{0}, append(long, peer(ack, 100, 501), peer(fin|ack, 100, 501), tund(ack, 501, 101))...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
 		}
-		cfg := traceConfig{linger: time.Hour, timeWait: time.Hour, rstCloses: data[0]&traceRSTCloses != 0}
+		cfg := Config{Linger: time.Hour, TimeWait: time.Hour, RSTCloses: data[0]&traceRSTCloses != 0}
 		if data[0]&traceNoTimeWait != 0 {
-			cfg.timeWait = 0
+			cfg.TimeWait = 0
 		}
-		log := newCloseLog()
+		log := NewLog()
 		ch := channel.New(1, 1500, "")
-		tr := newTracer(ch, cfg, log)
+		tr := NewTracer(ch, cfg, log, nil)
 		defer tr.Close()
-		recs, stop := (&Stack{closes: log}).SubscribeCloses()
+		recs, stop := log.Subscribe()
 		defer stop()
 
 		var filed []uint64 // IDs, in filing order
 		var steps []string // for failure messages
-		for i, r := range records(data[1:], 512) {
-			fl := fuzzTraceFlows[r.ctl>>1&3]
-			if r.ctl&traceSweep != 0 {
+		for i, r := range wiretest.Records(data[1:], 512) {
+			fl := fuzzTraceFlows[r.Ctl>>1&3]
+			if r.Ctl&traceSweep != 0 {
 				steps = append(steps, "sweep")
 				tr.mu.Lock()
-				tr.sweepLocked(time.Now().Add(2 * (cfg.linger + cfg.timeWait)))
+				tr.sweepLocked(time.Now().Add(2 * (cfg.Linger + cfg.TimeWait)))
 				tr.mu.Unlock()
 			} else {
 				from := SidePeer
-				if r.ctl&traceFromTund != 0 {
+				if r.Ctl&traceFromTund != 0 {
 					from = SideTund
 				}
-				steps = append(steps, from+":"+flagString(r.flags))
-				tr.segment(tcpFields{flow: fl, flags: r.flags, seq: r.seq, ack: r.ack, payloadLen: r.payloadLen}, from)
+				steps = append(steps, from+":"+tcpflag.String(uint8(r.Flags)))
+				tr.segment(wire.Fields{Flow: fl, Flags: r.Flags, Seq: r.Seq, Ack: r.Ack, PayloadLen: r.PayloadLen}, from)
 			}
 			fail := func(format string, args ...any) {
 				t.Helper()
-				t.Fatalf("step %d (after %v): "+format, append([]any{i, lastSteps(steps)}, args...)...)
+				t.Fatalf("step %d (after %v): "+format, append([]any{i, wiretest.LastSteps(steps)}, args...)...)
 			}
 
 			tr.mu.Lock()
 			open, nCloses := tr.open.Load(), len(tr.closes)
-			waiting, nWaits := tr.waiting.Load(), tr.timeWaits.len()
+			waiting, nWaits := tr.waiting.Load(), tr.timeWaits.Len()
 			tr.mu.Unlock()
 			if int(open) != nCloses || int(waiting) != nWaits {
 				fail("open = %d with %d closes, waiting = %d with %d TIME-WAITs", open, nCloses, waiting, nWaits)
 			}
-			if r.ctl&traceSweep != 0 && nCloses+nWaits != 0 {
+			if r.Ctl&traceSweep != 0 && nCloses+nWaits != 0 {
 				fail("a sweep past every deadline left %d closes and %d TIME-WAITs", nCloses, nWaits)
 			}
 
@@ -130,12 +136,12 @@ func FuzzTracer(f *testing.F) {
 					if msg := checkClose(c, amended); msg != "" {
 						fail("%s: %+v", msg, c)
 					}
-					if r.ctl&traceSweep != 0 {
+					if r.Ctl&traceSweep != 0 {
 						if !amended && !slices.Contains(sweepKinds, c.Kind) {
 							fail("a sweep filed a %q close", c.Kind)
 						}
 					} else {
-						if l, rm := fl.addrs(); c.Local != l || c.Remote != rm {
+						if l, rm := fl.Addrs(); c.Local != l || c.Remote != rm {
 							fail("a segment of %v-%v filed the close of %v-%v", l, rm, c.Local, c.Remote)
 						}
 						if c.Kind == KindUnfinished || c.Kind == KindRetransmitLimit {
@@ -146,13 +152,13 @@ func FuzzTracer(f *testing.F) {
 					drained = true
 				}
 			}
-			if r.ctl&traceSweep == 0 && published > 1 {
+			if r.Ctl&traceSweep == 0 && published > 1 {
 				fail("one segment filed %d records", published)
 			}
 		}
 		var counted uint64
-		tr.countDue(time.Now().Add(time.Hour)) // the closes that wait for a crossing, as they are
-		for _, n := range (&Stack{closes: log}).CloseStats().Closes {
+		tr.CountDue(time.Now().Add(time.Hour)) // the closes that wait for a crossing, as they are
+		for _, n := range log.Stats().Closes {
 			counted += n
 		}
 		if counted != uint64(len(filed)) {
@@ -165,7 +171,7 @@ func FuzzTracer(f *testing.F) {
 // (a close reopened by a FIN replayed in TIME-WAIT) starts with the
 // segments of the original, so the checks of its first segment are left
 // out.
-func checkClose(c *Close, amended bool) string {
+func checkClose(c *Record, amended bool) string {
 	switch {
 	case !slices.Contains(closeKinds, c.Kind):
 		return "undocumented kind"
@@ -231,7 +237,7 @@ func checkClose(c *Close, amended bool) string {
 			}
 			end := c.Segments[i].Seq + uint32(c.Segments[i].Len) + 1
 			if !slices.ContainsFunc(c.Segments[i+1:], func(s Segment) bool {
-				return s.From != side && hasFlag(s, 'A') && seqGE(s.Ack, end)
+				return s.From != side && hasFlag(s, 'A') && wire.SeqGE(s.Ack, end)
 			}) {
 				return "a completed close whose FIN of " + side + " was never acknowledged"
 			}
@@ -239,9 +245,6 @@ func checkClose(c *Close, amended bool) string {
 	}
 	return ""
 }
-
-// lastSteps is the tail of a run's steps, for failure messages.
-func lastSteps(steps []string) []string { return steps[max(0, len(steps)-20):] }
 
 func hasFlag(s Segment, f byte) bool {
 	for i := range len(s.Flags) {

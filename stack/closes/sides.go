@@ -1,9 +1,12 @@
-package stack
+package closes
 
 import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/tcpstate"
 )
 
 // side indexes the two ends of a connection in closeSides.
@@ -30,43 +33,14 @@ func (s side) String() string {
 	return SideTund
 }
 
-// tcpState is an RFC 9293 §3.3.2 state of one side of a close. The tracer
-// follows states as small integers, and names them only in records and
-// metrics (stateNames): a segment costs array lookups, not string hashing.
-type tcpState uint8
-
-// The states a close goes through. The closing states, whose times tund
-// measures for its side, are numbered 1 to len(closingStates) in the order
-// of closingStates.
-const (
-	stEstablished tcpState = iota
-	stFinWait1
-	stFinWait2
-	stClosing
-	stTimeWait
-	stCloseWait
-	stLastAck
-	stClosed
-	numStates
-)
-
-var stateNames = [numStates]string{"ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK", "CLOSED"}
-
-func (s tcpState) String() string { return stateNames[s] }
-
-// closingIndex returns the index of s in closingStates, if it is one.
-func (s tcpState) closingIndex() (int, bool) {
-	return int(s) - 1, s >= stFinWait1 && s <= stLastAck
-}
-
 // transitions maps a state to the next one; a state that does not move
 // maps to itself.
-type transitions [numStates]tcpState
+type transitions [tcpstate.Count]tcpstate.State
 
-func newTransitions(moves map[tcpState]tcpState) transitions {
+func newTransitions(moves map[tcpstate.State]tcpstate.State) transitions {
 	var t transitions
 	for s := range t {
-		t[s] = tcpState(s)
+		t[s] = tcpstate.State(s)
 	}
 	for from, to := range moves {
 		t[from] = to
@@ -78,9 +52,9 @@ func newTransitions(moves map[tcpState]tcpState) transitions {
 // side's own FIN leaving, the other side's FIN arriving, and the ACK of the
 // side's own FIN arriving. A state missing from a table does not move.
 var (
-	onFINSent     = newTransitions(map[tcpState]tcpState{stEstablished: stFinWait1, stCloseWait: stLastAck})
-	onFINReceived = newTransitions(map[tcpState]tcpState{stEstablished: stCloseWait, stFinWait1: stClosing, stFinWait2: stTimeWait})
-	onFINAcked    = newTransitions(map[tcpState]tcpState{stFinWait1: stFinWait2, stClosing: stTimeWait, stLastAck: stClosed})
+	onFINSent     = newTransitions(map[tcpstate.State]tcpstate.State{tcpstate.Established: tcpstate.FinWait1, tcpstate.CloseWait: tcpstate.LastAck})
+	onFINReceived = newTransitions(map[tcpstate.State]tcpstate.State{tcpstate.Established: tcpstate.CloseWait, tcpstate.FinWait1: tcpstate.Closing, tcpstate.FinWait2: tcpstate.TimeWait})
+	onFINAcked    = newTransitions(map[tcpstate.State]tcpstate.State{tcpstate.FinWait1: tcpstate.FinWait2, tcpstate.Closing: tcpstate.TimeWait, tcpstate.LastAck: tcpstate.Closed})
 )
 
 // closeSides follows both sides of a close through the RFC 9293 states, as
@@ -89,7 +63,7 @@ var (
 // tund's segments as they leave and the peer's as they arrive, so tund's
 // states and their times are exact, and the peer's are tund's view of them.
 type closeSides struct {
-	state    [2]tcpState
+	state    [2]tcpstate.State
 	since    [2]time.Time // when each side entered its state
 	fin      [2]uint32    // sequence number of each side's FIN
 	finSent  [2]bool
@@ -124,27 +98,27 @@ type leadSegment struct {
 // had not seen it, unless it is the RST that answers that FIN for a
 // connection its sender does not have (no ACK, and the FIN's ACK field as
 // its sequence number, RFC 9293 §3.10.7.1).
-func (l leadSegment) crossedBy(f tcpFields) bool {
+func (l leadSegment) crossedBy(f wire.Fields) bool {
 	switch {
 	case l.rst:
 		return true
-	case f.flags&header.TCPFlagAck != 0:
-		return !seqGE(f.ack, l.finEnd)
+	case f.Flags&header.TCPFlagAck != 0:
+		return !wire.SeqGE(f.Ack, l.finEnd)
 	}
-	return !(f.flags&header.TCPFlagRst != 0 && l.hasAck && f.seq == l.ack)
+	return !(f.Flags&header.TCPFlagRst != 0 && l.hasAck && f.Seq == l.ack)
 }
 
 // noteTerm follows the sides' first FINs and RSTs for the crossing rule and
 // reports whether f crossed the lead. It is told of every such segment that
 // crossed the wire, including a peer's that loss-in kept from the stack.
-func (cs *closeSides) noteTerm(f tcpFields, from side) bool {
-	if f.flags&(header.TCPFlagFin|header.TCPFlagRst) == 0 || cs.term[from] {
+func (cs *closeSides) noteTerm(f wire.Fields, from side) bool {
+	if f.Flags&(header.TCPFlagFin|header.TCPFlagRst) == 0 || cs.term[from] {
 		return false
 	}
 	cs.term[from] = true
 	if !cs.term[from.other()] {
-		cs.lead = leadSegment{from: from, rst: f.flags&header.TCPFlagRst != 0, hasAck: f.flags&header.TCPFlagAck != 0,
-			finEnd: f.seq + uint32(f.payloadLen) + 1, ack: f.ack}
+		cs.lead = leadSegment{from: from, rst: f.Flags&header.TCPFlagRst != 0, hasAck: f.Flags&header.TCPFlagAck != 0,
+			finEnd: f.Seq + uint32(f.PayloadLen) + 1, ack: f.Ack}
 		return false
 	}
 	cs.crossed = cs.lead.crossedBy(f)
@@ -152,13 +126,13 @@ func (cs *closeSides) noteTerm(f tcpFields, from side) bool {
 }
 
 func newCloseSides(now time.Time) closeSides {
-	return closeSides{state: [2]tcpState{stEstablished, stEstablished}, since: [2]time.Time{now, now}}
+	return closeSides{state: [2]tcpstate.State{tcpstate.Established, tcpstate.Established}, since: [2]time.Time{now, now}}
 }
 
 // stateChange is a side leaving a state it entered at since.
 type stateChange struct {
 	side     side
-	from, to tcpState
+	from, to tcpstate.State
 	since    time.Time
 }
 
@@ -193,7 +167,7 @@ func (cs *closeSides) move(s side, table *transitions, now time.Time, eff *segme
 // no stay of its own: a FIN|ACK that acknowledges FIN-WAIT-1's FIN and
 // carries the other FIN goes to TIME-WAIT (RFC 9293 §3.10.7.4), with no
 // FIN-WAIT-2 between, and so one change is recorded, not two.
-func (cs *closeSides) set(s side, to tcpState, now time.Time, eff *segmentEffects) {
+func (cs *closeSides) set(s side, to tcpstate.State, now time.Time, eff *segmentEffects) {
 	for i := eff.n - 1; i >= 0; i-- {
 		if c := &eff.changes[i]; c.side == s && c.to == cs.state[s] {
 			c.to = to
@@ -206,42 +180,42 @@ func (cs *closeSides) set(s side, to tcpState, now time.Time, eff *segmentEffect
 }
 
 // apply follows one segment sent by from. A RST closes both sides.
-func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffects {
+func (cs *closeSides) apply(f wire.Fields, from side, now time.Time) segmentEffects {
 	eff := segmentEffects{crossed: cs.noteTerm(f, from)}
 	to := from.other()
-	if f.flags&header.TCPFlagRst != 0 {
+	if f.Flags&header.TCPFlagRst != 0 {
 		for _, s := range [2]side{tund, peerSide} {
-			if cs.state[s] != stClosed {
-				eff.add(stateChange{side: s, from: cs.state[s], to: stClosed, since: cs.since[s]})
-				cs.state[s], cs.since[s] = stClosed, now
+			if cs.state[s] != tcpstate.Closed {
+				eff.add(stateChange{side: s, from: cs.state[s], to: tcpstate.Closed, since: cs.since[s]})
+				cs.state[s], cs.since[s] = tcpstate.Closed, now
 			}
 		}
 		return eff
 	}
 	// The ACK first: a FIN|ACK can acknowledge the other FIN too.
-	if cs.finSent[to] && f.flags&header.TCPFlagAck != 0 && seqGE(f.ack, cs.fin[to]+1) {
+	if cs.finSent[to] && f.Flags&header.TCPFlagAck != 0 && wire.SeqGE(f.Ack, cs.fin[to]+1) {
 		if cs.finAcked[to] {
-			eff.ackRetx = f.flags == header.TCPFlagAck && f.payloadLen == 0
+			eff.ackRetx = f.Flags == header.TCPFlagAck && f.PayloadLen == 0
 		} else {
 			cs.finAcked[to] = true
-			cs.carried[to] = f.flags&header.TCPFlagFin != 0 || f.payloadLen > 0
+			cs.carried[to] = f.Flags&header.TCPFlagFin != 0 || f.PayloadLen > 0
 			cs.move(to, &onFINAcked, now, &eff)
 		}
 	}
-	if f.flags&header.TCPFlagFin != 0 {
-		finSeq := f.seq + uint32(f.payloadLen)
+	if f.Flags&header.TCPFlagFin != 0 {
+		finSeq := f.Seq + uint32(f.PayloadLen)
 		if cs.finSent[from] {
 			eff.finRetx = cs.fin[from] == finSeq
 		} else {
 			cs.fin[from], cs.finSent[from] = finSeq, true
-			if eff.crossed && cs.state[from] == stCloseWait {
+			if eff.crossed && cs.state[from] == tcpstate.CloseWait {
 				// from sent this FIN before the other reached its stack (the
 				// tracer sees a FIN arrive before the stack reads it), so it
 				// was never in CLOSE-WAIT: it went from ESTABLISHED to
 				// FIN-WAIT-1, and to CLOSING on the other FIN, at once.
 				eff.skippedCloseWait = true
-				eff.add(stateChange{side: from, from: stEstablished, to: stClosing, since: cs.since[from]})
-				cs.state[from], cs.since[from] = stClosing, now
+				eff.add(stateChange{side: from, from: tcpstate.Established, to: tcpstate.Closing, since: cs.since[from]})
+				cs.state[from], cs.since[from] = tcpstate.Closing, now
 				cs.move(to, &onFINReceived, now, &eff)
 				return eff
 			}
@@ -251,7 +225,3 @@ func (cs *closeSides) apply(f tcpFields, from side, now time.Time) segmentEffect
 	}
 	return eff
 }
-
-// closingStates are the states whose durations tund measures for its side,
-// in tcpState order from stFinWait1.
-var closingStates = [...]string{"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "TIME-WAIT", "CLOSE-WAIT", "LAST-ACK"}

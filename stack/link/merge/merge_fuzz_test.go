@@ -1,8 +1,9 @@
-package stack
+package merge
 
 import (
 	"context"
 	"io"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -10,10 +11,18 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/internal/layer"
+	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/internal/wiretest"
 )
 
 // The FIN/ACK merge withholds a segment the stack asked to send: a bug
@@ -101,14 +110,14 @@ var mergeSeeds = func() []struct {
 	merged, carried, released, flushd uint64
 } {
 	const ack, fin, rst, psh = header.TCPFlagAck, header.TCPFlagFin, header.TCPFlagRst, header.TCPFlagPsh
-	in := func(fl byte, flags header.TCPFlags, seq, ack uint32) record {
-		return record{ctl: mergeIn | fl<<2, flags: flags, seq: seq, ack: ack}
+	in := func(fl byte, flags header.TCPFlags, seq, ack uint32) wiretest.Record {
+		return wiretest.Record{Ctl: mergeIn | fl<<2, Flags: flags, Seq: seq, Ack: ack}
 	}
-	out := func(fl byte, flags header.TCPFlags, seq, ack uint32, n int) record {
-		return record{ctl: mergeOut | fl<<2, flags: flags, seq: seq, ack: ack, payloadLen: n}
+	out := func(fl byte, flags header.TCPFlags, seq, ack uint32, n int) wiretest.Record {
+		return wiretest.Record{Ctl: mergeOut | fl<<2, Flags: flags, Seq: seq, Ack: ack, PayloadLen: n}
 	}
-	join := func(r record) record { r.ctl = r.ctl&^3 | mergeOutJoin; return r }
-	special := func(fl, op byte) record { return record{ctl: mergeSpecial | fl<<2 | op<<4} }
+	join := func(r wiretest.Record) wiretest.Record { r.Ctl = r.Ctl&^3 | mergeOutJoin; return r }
+	special := func(fl, op byte) wiretest.Record { return wiretest.Record{Ctl: mergeSpecial | fl<<2 | op<<4} }
 	const e4, cw, e6, none = mergeEstablished4, mergeCloseWait, mergeEstablished6, mergeNoEndpoint
 	return []struct {
 		name                              string
@@ -116,25 +125,25 @@ var mergeSeeds = func() []struct {
 		merged, carried, released, flushd uint64
 	}{
 		// The peer closes; the ACK is held and rides on tund's FIN.
-		{"merged", encodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, fin|ack, 500, 101, 0)), 1, 0, 0, 0},
+		{"merged", wiretest.EncodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, fin|ack, 500, 101, 0)), 1, 0, 0, 0},
 		// The same over IPv6, with the ACK and the FIN in one batch.
-		{"merged6", encodeRecords([]byte{1}, in(e6, fin|ack, 100, 500), out(e6, ack, 500, 101, 0), join(out(e6, fin|ack, 500, 101, 0))), 1, 0, 0, 0},
+		{"merged6", wiretest.EncodeRecords([]byte{1}, in(e6, fin|ack, 100, 500), out(e6, ack, 500, 101, 0), join(out(e6, fin|ack, 500, 101, 0))), 1, 0, 0, 0},
 		// Data after the FIN carries the ACK.
-		{"carried", encodeRecords([]byte{1}, in(e4, psh|fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, psh|ack, 500, 101, 10)), 0, 1, 0, 0},
+		{"carried", wiretest.EncodeRecords([]byte{1}, in(e4, psh|fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, psh|ack, 500, 101, 10)), 0, 1, 0, 0},
 		// The window ends.
-		{"released", encodeRecords([]byte{1}, in(e6, fin|ack, 100, 500), out(e6, ack, 500, 101, 0), special(e6, mergeFire), out(e6, fin|ack, 500, 101, 0)), 0, 0, 1, 0},
+		{"released", wiretest.EncodeRecords([]byte{1}, in(e6, fin|ack, 100, 500), out(e6, ack, 500, 101, 0), special(e6, mergeFire), out(e6, fin|ack, 500, 101, 0)), 0, 0, 1, 0},
 		// The peer retransmits its FIN.
-		{"flushed", encodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), in(e4, fin|ack, 100, 500), special(e4, mergeFire)), 0, 0, 0, 1},
+		{"flushed", wiretest.EncodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), in(e4, fin|ack, 100, 500), special(e4, mergeFire)), 0, 0, 0, 1},
 		// tund's FIN went first: the ACK of the peer's FIN is final.
-		{"final", encodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, fin, 500, 0, 0), out(e4, ack, 501, 101, 0)), 0, 0, 0, 0},
+		{"final", wiretest.EncodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, fin, 500, 0, 0), out(e4, ack, 501, 101, 0)), 0, 0, 0, 0},
 		// Not ESTABLISHED, or unknown, or no window: nothing is held.
-		{"closewait", encodeRecords([]byte{1}, in(cw, fin|ack, 100, 500), out(cw, ack, 500, 101, 0), in(none, fin|ack, 7, 8), out(none, ack, 8, 8, 0)), 0, 0, 0, 0},
-		{"noport", encodeRecords([]byte{4}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0)), 0, 0, 0, 0},
+		{"closewait", wiretest.EncodeRecords([]byte{1}, in(cw, fin|ack, 100, 500), out(cw, ack, 500, 101, 0), in(none, fin|ack, 7, 8), out(none, ack, 8, 8, 0)), 0, 0, 0, 0},
+		{"noport", wiretest.EncodeRecords([]byte{4}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0)), 0, 0, 0, 0},
 		// A RST of ours drops the held ACK; detaching drops the next one.
-		{"reset", encodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, rst|ack, 500, 101, 0),
+		{"reset", wiretest.EncodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, rst|ack, 500, 101, 0),
 			in(e6, fin|ack, 1, 2), out(e6, ack, 2, 2, 0), special(e6, mergeSweep), special(e6, mergeDetach), in(e6, fin|ack, 1, 2)), 0, 0, 0, 0},
 		// Real timers.
-		{"timers", encodeRecords([]byte{2}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), in(e6, fin|ack, 1, 2), out(e6, ack, 2, 2, 0)), 0, 0, 0, 0},
+		{"timers", wiretest.EncodeRecords([]byte{2}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), in(e6, fin|ack, 1, 2), out(e6, ack, 2, 2, 0)), 0, 0, 0, 0},
 	}
 }()
 
@@ -167,35 +176,46 @@ func TestMergeFuzzHarness(t *testing.T) {
 	}
 }
 
-// mergeFixture is a tund stack with a connection in each of the states
+// mergeFixture is a gVisor stack with a connection in each of the states
 // that the merge asks about.
 type mergeFixture struct {
-	st          *Stack
-	flows       [4]flow
+	st          *gstack.Stack
+	flows       [4]wire.Flow
 	established [4]bool
 }
 
 func newMergeFixture(tb testing.TB) *mergeFixture {
 	tb.Helper()
 	ch := channel.New(256, 1500, "")
-	st, err := New(ch, Config{Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:2::2")},
-		MSL: time.Second, FinWait2: time.Second, NoTrace: true})
-	if err != nil {
+	st := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	tb.Cleanup(func() { st.Close(); st.Wait() })
+	if err := st.CreateNIC(layer.NICID, ch); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(st.Close)
-	lns := map[uint16]*Listener{}
-	for _, port := range []uint16{7, 9} {
-		ln, err := st.Listen(port)
+	st.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: layer.NICID}, {Destination: header.IPv6EmptySubnet, NIC: layer.NICID}})
+	lns := map[uint16]*gonet.TCPListener{}
+	for _, local := range []netip.AddrPort{mergeFlowAddrs[mergeEstablished4][0], mergeFlowAddrs[mergeEstablished6][0]} {
+		addr := tcpip.AddrFromSlice(local.Addr().AsSlice())
+		proto := ipv6.ProtocolNumber
+		if local.Addr().Is4() {
+			proto = ipv4.ProtocolNumber
+		}
+		if err := st.AddProtocolAddress(layer.NICID, tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: addr.WithPrefix()}, gstack.AddressProperties{}); err != nil {
+			tb.Fatal(err)
+		}
+		ln, err := gonet.ListenTCP(st, tcpip.FullAddress{NIC: layer.NICID, Addr: addr, Port: local.Port()}, proto)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { ln.Close() })
-		lns[port] = ln
+		lns[local.Port()] = ln
 	}
 	fx := &mergeFixture{st: st}
 	for i, a := range mergeFlowAddrs {
-		fx.flows[i] = fuzzFlow(a[0].String(), a[1].String())
+		fx.flows[i] = wiretest.FlowOf(a[0].String(), a[1].String())
 	}
 	fx.established[mergeEstablished4], fx.established[mergeEstablished6] = true, true
 	for _, i := range []int{mergeEstablished4, mergeCloseWait, mergeEstablished6} {
@@ -203,7 +223,7 @@ func newMergeFixture(tb testing.TB) *mergeFixture {
 		c, iss := handshake(tb, ch, lns[local.Port()], local, remote)
 		tb.Cleanup(func() { c.Close() })
 		if i == mergeCloseWait {
-			inject(ch, buildSegment(remote, local, header.TCPFlagFin|header.TCPFlagAck, 1001, iss+1, 0))
+			inject(ch, wiretest.BuildSegment(remote, local, header.TCPFlagFin|header.TCPFlagAck, 1001, iss+1, 0))
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 				tb.Fatalf("read after the peer's FIN: %d, %v; want EOF", n, err)
@@ -213,8 +233,8 @@ func newMergeFixture(tb testing.TB) *mergeFixture {
 	// The flow without a connection of its own finds the listener.
 	want := [4]tcp.EndpointState{tcp.StateEstablished, tcp.StateCloseWait, tcp.StateEstablished, tcp.StateListen}
 	for i, fl := range fx.flows {
-		netProto, id := fl.endpointID()
-		ep, _ := st.GVisor().FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint)
+		netProto, id := fl.EndpointID()
+		ep, _ := st.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, layer.NICID).(*tcp.Endpoint)
 		if ep == nil || ep.EndpointState() != want[i] {
 			tb.Fatalf("flow %d: no endpoint, or not in state %v", i, want[i])
 		}
@@ -224,9 +244,9 @@ func newMergeFixture(tb testing.TB) *mergeFixture {
 
 // handshake connects remote to local over ch, playing the peer (ISS 1000),
 // and returns the accepted connection and the stack's ISS.
-func handshake(tb testing.TB, ch *channel.Endpoint, ln *Listener, local, remote netip.AddrPort) (*Conn, uint32) {
+func handshake(tb testing.TB, ch *channel.Endpoint, ln *gonet.TCPListener, local, remote netip.AddrPort) (net.Conn, uint32) {
 	tb.Helper()
-	inject(ch, buildSegment(remote, local, header.TCPFlagSyn, 1000, 0, 0))
+	inject(ch, wiretest.BuildSegment(remote, local, header.TCPFlagSyn, 1000, 0, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var iss uint32
@@ -236,21 +256,21 @@ func handshake(tb testing.TB, ch *channel.Endpoint, ln *Listener, local, remote 
 			tb.Fatalf("no SYN|ACK from %v", local)
 		}
 		b := pkt.ToView().AsSlice()
-		f, ok := gvisorTCP(b)
+		f, ok := wiretest.GVisorTCP(b)
 		pkt.DecRef()
-		if ok && f.flow.remotePort == local.Port() && f.flow.localPort == remote.Port() && f.flags == header.TCPFlagSyn|header.TCPFlagAck {
-			iss = f.seq
+		if ok && f.Flow.RemotePort == local.Port() && f.Flow.LocalPort == remote.Port() && f.Flags == header.TCPFlagSyn|header.TCPFlagAck {
+			iss = f.Seq
 			break
 		} // else the stack's ICMPv6 chatter
 	}
-	inject(ch, buildSegment(remote, local, header.TCPFlagAck, 1001, iss+1, 0))
+	inject(ch, wiretest.BuildSegment(remote, local, header.TCPFlagAck, 1001, iss+1, 0))
 	type accepted struct {
-		c   *Conn
+		c   net.Conn
 		err error
 	}
 	done := make(chan accepted, 1)
 	go func() {
-		c, err := ln.AcceptConn()
+		c, err := ln.Accept()
 		done <- accepted{c, err}
 	}()
 	select {
@@ -342,26 +362,25 @@ type outSeg struct {
 	pkt  *gstack.PacketBuffer
 	list gstack.PacketBufferList // holds the test's reference until the end
 	fl   int
-	r    record
+	r    wiretest.Record
 }
 
-func (o *outSeg) pureACK() bool { return o.r.flags == header.TCPFlagAck && o.r.payloadLen == 0 }
+func (o *outSeg) pureACK() bool { return o.r.Flags == header.TCPFlagAck && o.r.PayloadLen == 0 }
 
 // supersedes reports whether q, a later segment of the same flow, makes
 // the held ACK h moot: it acknowledges as much, or resets.
 func (q *outSeg) supersedes(h *outSeg) bool {
-	return q.r.flags&header.TCPFlagRst != 0 || q.r.flags&header.TCPFlagAck != 0 && seqGE(q.r.ack, h.r.ack)
+	return q.r.Flags&header.TCPFlagRst != 0 || q.r.Flags&header.TCPFlagAck != 0 && wire.SeqGE(q.r.Ack, h.r.Ack)
 }
 
 // runMerge plays one FuzzMerge input and returns the merge's counters.
-func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
+func runMerge(t *testing.T, fx *mergeFixture, data []byte) *Stats {
 	if len(data) == 0 {
-		return &MergeStats{}
+		return &Stats{}
 	}
 	cfg := mergeConfigs[int(data[0])%len(mergeConfigs)]
 	child := &recordingLink{Endpoint: channel.New(1, 1500, ""), written: map[*gstack.PacketBuffer]bool{}}
-	m := newMergeEndpoint(child, cfg.window, cfg.ports)
-	m.stack = fx.st.GVisor()
+	m := New(child, cfg.window, cfg.ports, fx.st)
 	disp := &countingDispatcher{}
 	m.Attach(disp)
 
@@ -388,7 +407,7 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 	}()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("config %+v, after %v: "+format, append([]any{cfg, lastSteps(steps)}, args...)...)
+		t.Fatalf("config %+v, after %v: "+format, append([]any{cfg, wiretest.LastSteps(steps)}, args...)...)
 	}
 	// actualHeld reads the merge's table.
 	actualHeld := func() (h [4]*gstack.PacketBuffer, st [4]*finState) {
@@ -410,10 +429,10 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 		switch {
 		case !o.pureACK():
 			fail("held a segment that is not a pure ACK: %+v", o.r)
-		case !fx.established[o.fl] || cfg.windowFor(fx.flows[o.fl].localPort) <= 0:
+		case !fx.established[o.fl] || cfg.windowFor(fx.flows[o.fl].LocalPort) <= 0:
 			fail("held an ACK of flow %d, which is not ESTABLISHED or has no window", o.fl)
-		case !clean[o.fl][o.r.ack]:
-			fail("held an ACK (ack %d) that acknowledges no peer FIN since our own FIN", o.r.ack)
+		case !clean[o.fl][o.r.Ack]:
+			fail("held an ACK (ack %d) that acknowledges no peer FIN since our own FIN", o.r.Ack)
 		case detached:
 			fail("held an ACK after the link was detached")
 		}
@@ -494,8 +513,8 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 				if !cfg.timers && child.wrote(h.pkt) {
 					fail("the held ACK was sent after a newer segment")
 				}
-				if q.r.flags&header.TCPFlagRst == 0 {
-					if q.r.flags&header.TCPFlagFin != 0 {
+				if q.r.Flags&header.TCPFlagRst == 0 {
+					if q.r.Flags&header.TCPFlagFin != 0 {
 						want.merged++
 					} else {
 						want.carried++
@@ -503,7 +522,7 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 				}
 				held[q.fl] = nil
 			}
-			if q.r.flags&header.TCPFlagFin != 0 {
+			if q.r.Flags&header.TCPFlagFin != 0 {
 				clean[q.fl] = map[uint32]bool{}
 			}
 			if !child.wrote(q.pkt) {
@@ -520,19 +539,19 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 		batch = nil
 	}
 
-	for _, r := range records(data[1:], 128) {
-		fi := int(r.ctl >> 2 & 3)
+	for _, r := range wiretest.Records(data[1:], 128) {
+		fi := int(r.Ctl >> 2 & 3)
 		fl := fx.flows[fi]
 		local, remote := mergeFlowAddrs[fi][0], mergeFlowAddrs[fi][1]
-		n := min(r.payloadLen, 1400)
-		op := int(r.ctl & 3)
+		n := min(r.PayloadLen, 1400)
+		op := int(r.Ctl & 3)
 		if op != mergeOutJoin {
 			flush()
 		}
 		switch op {
 		case mergeIn:
-			steps = append(steps, "in:"+flagString(r.flags))
-			b := buildSegment(remote, local, r.flags, r.seq, r.ack, n)
+			steps = append(steps, "in:"+tcpflag.String(uint8(r.Flags)))
+			b := wiretest.BuildSegment(remote, local, r.Flags, r.Seq, r.Ack, n)
 			pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 			before, _, _ := child.counts()
 			m.DeliverNetworkPacket(protoOf(b), pkt)
@@ -546,13 +565,13 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 			if disp.delivered != delivered {
 				fail("%d inbound packets went up, want %d", disp.delivered, delivered)
 			}
-			isFIN := r.flags&header.TCPFlagFin != 0 && r.flags&header.TCPFlagRst == 0
-			if r.flags&header.TCPFlagFin != 0 {
+			isFIN := r.Flags&header.TCPFlagFin != 0 && r.Flags&header.TCPFlagRst == 0
+			if r.Flags&header.TCPFlagFin != 0 {
 				finsSeen++
 			}
-			end := r.seq + uint32(n) + 1
+			end := r.Seq + uint32(n) + 1
 			after, _, _ := child.counts()
-			if h := held[fi]; !cfg.timers && isFIN && h != nil && h.r.ack == end {
+			if h := held[fi]; !cfg.timers && isFIN && h != nil && h.r.Ack == end {
 				// The peer retransmitted its FIN: the held ACK goes now.
 				if !child.wrote(h.pkt) || after != before+1 {
 					fail("a retransmitted FIN did not send the held ACK at once")
@@ -562,21 +581,21 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 			} else if !cfg.timers && after != before {
 				fail("an inbound segment wrote %d packets", after-before)
 			}
-			if isFIN && r.flags&header.TCPFlagAck != 0 && !detached {
+			if isFIN && r.Flags&header.TCPFlagAck != 0 && !detached {
 				clean[fi][end] = true
 			}
 			check()
 		case mergeOut, mergeOutJoin:
-			steps = append(steps, "out:"+flagString(r.flags))
+			steps = append(steps, "out:"+tcpflag.String(uint8(r.Flags)))
 			o := &outSeg{pkt: outboundPacket(local, remote, r, n), fl: fi, r: r}
-			o.r.payloadLen = n
+			o.r.PayloadLen = n
 			o.list.PushBack(o.pkt)
 			outs = append(outs, o)
 			byPkt[o.pkt] = o
 			batch = append(batch, o)
 		case mergeSpecial:
 			before, _, _ := child.counts()
-			switch r.ctl >> 4 & 3 {
+			switch r.Ctl >> 4 & 3 {
 			case mergeFire, 3:
 				steps = append(steps, "fire")
 				st := lastSt[fi]
@@ -602,7 +621,7 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 			case mergeSweep:
 				steps = append(steps, "sweep")
 				m.mu.Lock()
-				m.maybeSweepLocked(time.Now().Add(24 * time.Hour))
+				m.sweepLocked(time.Now().Add(24 * time.Hour))
 				m.mu.Unlock()
 				if after, _, _ := child.counts(); !cfg.timers && after != before {
 					fail("a sweep wrote %d packets", after-before)
@@ -641,7 +660,7 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 		}
 	}
 	if _, _, afterClose := child.counts(); afterClose != 0 {
-		t.Fatalf("after %v: %d packets written after Close", lastSteps(steps), afterClose)
+		t.Fatalf("after %v: %d packets written after Close", wiretest.LastSteps(steps), afterClose)
 	}
 	var holds uint64
 	for i, o := range outs {
@@ -662,7 +681,7 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 			}
 		}
 		if !superseded && !shutdown[o] {
-			t.Fatalf("after %v: the ACK %+v of flow %d was neither sent nor made moot", lastSteps(steps), o.r, o.fl)
+			t.Fatalf("after %v: the ACK %+v of flow %d was neither sent nor made moot", wiretest.LastSteps(steps), o.r, o.fl)
 		}
 	}
 	s := m.Stats()
@@ -676,14 +695,14 @@ func runMerge(t *testing.T, fx *mergeFixture, data []byte) *MergeStats {
 
 // outboundPacket builds a segment as the stack hands it to the link: the
 // headers in their own views, n bytes of data.
-func outboundPacket(local, remote netip.AddrPort, r record, n int) *gstack.PacketBuffer {
+func outboundPacket(local, remote netip.AddrPort, r wiretest.Record, n int) *gstack.PacketBuffer {
 	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
 		ReserveHeaderBytes: header.IPv6MinimumSize + header.TCPMinimumSize,
 		Payload:            buffer.MakeWithData(make([]byte, n)),
 	})
 	header.TCP(pkt.TransportHeader().Push(header.TCPMinimumSize)).Encode(&header.TCPFields{
-		SrcPort: local.Port(), DstPort: remote.Port(), SeqNum: r.seq, AckNum: r.ack,
-		DataOffset: header.TCPMinimumSize, Flags: r.flags, WindowSize: 65535,
+		SrcPort: local.Port(), DstPort: remote.Port(), SeqNum: r.Seq, AckNum: r.Ack,
+		DataOffset: header.TCPMinimumSize, Flags: r.Flags, WindowSize: 65535,
 	})
 	pkt.TransportProtocolNumber = header.TCPProtocolNumber
 	s, d := tcpip.AddrFromSlice(local.Addr().AsSlice()), tcpip.AddrFromSlice(remote.Addr().AsSlice())

@@ -1,4 +1,7 @@
-package stack
+// Package inline is the link endpoint that has TCP
+// process the segments of a burst of packets on the goroutine that read
+// them, when the burst ends (gVisor patch 0013).
+package inline
 
 import (
 	"sync/atomic"
@@ -6,9 +9,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// inlineEndpoint, the link endpoint nearest the device, has TCP process
+// Endpoint has TCP process
 // inbound segments on the goroutine that read their packets (gVisor patch
 // 0013), a burst at a time, instead of handing each to one of gVisor's
 // processor goroutines.
@@ -23,14 +27,14 @@ import (
 // returned, so no lock is held (closing or accepting a connection takes
 // the demultiplexer's lock, which a delivery holds).
 //
-// A burst longer than maxInlineBurst is bulk data: its segments go to the
+// A burst longer than MaxBurst is bulk data: its segments go to the
 // processors, which work beside the reader on the other cores. A
 // listener's segments always do (patch 0013), so that a SYN flood does not
 // slow the connections' own, and so do all of a device that never ends a
 // burst (gVisor's fdbased endpoint, the channel endpoint of unit tests).
-type inlineEndpoint struct {
+type Endpoint struct {
 	nested.Endpoint
-	// tcp takes what the bursts queued; set before the device is attached.
+	// tcp takes what the bursts queued.
 	tcp inlineTCP
 	// bursts is set once the device has ended a burst: it ends every one,
 	// so its packets may leave their processing to EndBurst.
@@ -44,20 +48,23 @@ type inlineTCP interface {
 	HandOffInline() // on the processor goroutines
 }
 
-// maxInlineBurst is the longest burst whose segments are processed on the
+// MaxBurst is the longest burst whose segments are processed on the
 // reader's goroutine: room for a request from each of a few dozen clients,
 // while bulk transfers fill the reader's bursts of 64 (tun's maxBurst).
-const maxInlineBurst = 32
+const MaxBurst = 32
 
-func newInlineEndpoint(child stack.LinkEndpoint) *inlineEndpoint {
-	e := &inlineEndpoint{}
+// New returns the endpoint over child, the device; s is the stack whose
+// TCP processes the segments.
+func New(child stack.LinkEndpoint, s *stack.Stack) *Endpoint {
+	e := &Endpoint{}
+	e.tcp, _ = s.TransportProtocolInstance(tcp.ProtocolNumber).(inlineTCP)
 	e.Init(child, e)
 	return e
 }
 
 // DeliverNetworkPacket delivers pkt, its TCP segment to be processed when
 // the burst ends.
-func (e *inlineEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	pkt.ProcessInline = e.bursts.Load()
 	e.Endpoint.DeliverNetworkPacket(protocol, pkt)
 }
@@ -67,14 +74,14 @@ func (e *inlineEndpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumb
 // was long (tun.BatchDispatcher). The queue is shared: with several
 // device queues, one reader's call also takes what the others queued so
 // far, processing it or handing it off by its own burst's length.
-func (e *inlineEndpoint) EndBurst(packets int) {
+func (e *Endpoint) EndBurst(packets int) {
 	if e.tcp == nil {
 		return
 	}
 	if !e.bursts.Load() {
 		e.bursts.Store(true)
 	}
-	if packets > maxInlineBurst {
+	if packets > MaxBurst {
 		e.tcp.HandOffInline()
 		return
 	}

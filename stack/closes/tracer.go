@@ -1,47 +1,20 @@
-package stack
+package closes
 
 import (
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-)
 
-// Close kinds, as Close.Kind reports them.
-const (
-	KindFourWay      = "four-way"     // FIN, ACK, FIN, ACK
-	KindThreeWay     = "three-way"    // FIN, FIN|ACK, ACK (RFC 9293 §3.6): the first FIN's ACK rides on the second FIN or on data
-	KindSimultaneous = "simultaneous" // both FINs sent before either arrived (CLOSING)
-	KindReset        = "reset"        // ended by a RST
-	// KindFinWait2Timeout: tund's FIN was acknowledged but the peer's FIN
-	// did not come within the FIN-WAIT-2 timeout; tund forgot the
-	// connection, and answers a late FIN with RST.
-	KindFinWait2Timeout = "fin-wait2-timeout"
-	// KindRetransmitLimit: tund gave up retransmitting its FIN, which the
-	// peer never acknowledged.
-	KindRetransmitLimit = "retransmission-limit"
-	// KindHalfClosePolicy: the peer half-closed and the service's
-	// half-close policy (close, or a time limit) ended the connection.
-	KindHalfClosePolicy = "half-close-policy"
-	KindUnfinished      = "unfinished" // forgotten before it completed
-)
-
-// Sides of a connection, as Segment.From and Close.Initiator name them.
-// SideBoth is the initiator of a close whose two sides' first FINs or RSTs
-// crossed: each left before the other arrived (for FINs, RFC 9293 §3.6's
-// simultaneous close), so neither end started it, and neither end can tell
-// which left first (leadSegment.crossedBy).
-const (
-	SideTund = "tund"
-	SidePeer = "peer"
-	SideBoth = "both"
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/internal/layer"
+	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/link/faults"
+	"github.com/tund/tund/stack/tcpstate"
 )
 
 // closeSegmentsCap is the room a new record makes for its segments: a
@@ -52,70 +25,18 @@ const closeSegmentsCap = 5
 // retransmissions a few more; past this the record notes the overflow.
 const maxCloseSegments = 48
 
-// closeLinger is how long a close that saw no segment waits before the
+// DefaultLinger is how long a close that saw no segment waits before the
 // tracer asks whether the stack still has its endpoint: while it does, the
 // close is followed on; once it is gone, the close is finished as it ended.
-const closeLinger = 10 * time.Second
+const DefaultLinger = 10 * time.Second
 
 // maxOpenCloses bounds the closes followed at once; past it new ones are
 // not traced (and counted), so a flood cannot grow memory.
 const maxOpenCloses = 1 << 16
 
-// Segment is one TCP segment of a close, as it crossed the TUN device.
-type Segment struct {
-	At    time.Time `json:"at"`
-	From  string    `json:"from"` // "tund" or "peer"
-	Flags string    `json:"flags"`
-	Seq   uint32    `json:"seq"`
-	Ack   uint32    `json:"ack"`
-	Len   int       `json:"len"`
-	// TundState and PeerState name the state a side entered with this
-	// segment, if any (RFC 9293 §3.3.2), as the wire implies it.
-	TundState string `json:"tund_state,omitempty"`
-	PeerState string `json:"peer_state,omitempty"`
-	// Fault names the fault (FaultDropFIN, ...) that dropped or delayed
-	// the segment. A dropped segment of tund's never reached the wire; a
-	// peer's dropped by loss-in crossed it but never reached the stack.
-	Fault string `json:"fault,omitempty"`
-}
-
-// Close is the record of one connection's close, built from the segments
-// on the wire: who closed first, how, and the segments from the first FIN
-// or RST to the end.
-type Close struct {
-	// ID numbers the records in the order they finished; an amended
-	// record keeps its ID.
-	ID        uint64         `json:"id"`
-	Local     netip.AddrPort `json:"local"`
-	Remote    netip.AddrPort `json:"remote"`
-	Initiator string         `json:"initiator"` // side that sent the first FIN or RST; both where the other side's crossed it (leadSegment.crossedBy)
-	Kind      string         `json:"kind"`
-	// ResetBy names the side that sent the RST that ended the close: for
-	// KindReset, and for KindFinWait2Timeout when a late FIN drew one.
-	ResetBy string `json:"reset_by,omitempty"`
-	// FINRetransmits counts FINs sent again by either side.
-	FINRetransmits int `json:"fin_retransmits"`
-	// ACKRetransmits counts pure ACKs of a FIN that their sender had
-	// acknowledged already (a dup ACK of a retransmitted FIN, the ACK of a
-	// FIN replayed in TIME-WAIT).
-	ACKRetransmits int `json:"ack_retransmits"`
-	// FinalACKLost reports that the peer sent its FIN again while tund was
-	// in TIME-WAIT: tund's final ACK did not reach it. tund ACKed it again
-	// and restarted 2 x MSL (RFC 9293 §3.10.7.4); the segments are added to
-	// the record, which is filed again.
-	FinalACKLost bool      `json:"final_ack_lost,omitempty"`
-	Start        time.Time `json:"start"`
-	End          time.Time `json:"end"`
-	Segments     []Segment `json:"segments"`
-	Truncated    bool      `json:"truncated,omitempty"`
-}
-
-// Duration is the time from the first FIN or RST to the last segment.
-func (c *Close) Duration() time.Duration { return c.End.Sub(c.Start) }
-
 // closeState follows one close as it happens.
 type closeState struct {
-	rec      Close
+	rec      Record
 	sides    closeSides
 	policy   bool // the service's half-close policy is ending it
 	reopened bool // a FIN replayed in TIME-WAIT reopened it
@@ -140,7 +61,7 @@ type closeState struct {
 // close, so that the counter never has to go back.
 type endedClose struct {
 	id        uint64 // the filed record
-	expires   int64  // monotonic nanoseconds (monoOf)
+	expires   int64  // monotonic nanoseconds (wire.MonoOf)
 	countDue  int64  // when it is counted as it is; 0: counted
 	kind      uint8  // index in kindNames
 	initiator uint8  // index in initiators
@@ -163,59 +84,62 @@ const (
 // compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
 type timeWait struct {
 	id             uint64 // the filed record
-	since, expires int64  // monotonic nanoseconds (monoOf)
+	since, expires int64  // monotonic nanoseconds (wire.MonoOf)
 	tundFIN        uint32
 	peerFIN        uint32
 	kind           uint8 // index in kindNames
 }
 
-// monoOf and timeOf convert between a time and the monotonic nanoseconds
-// that compact entries keep.
-func monoOf(t time.Time) int64  { return int64(t.Sub(monoStart)) }
-func timeOf(ns int64) time.Time { return monoStart.Add(time.Duration(ns)) }
-
-// tracer is a link endpoint, nested right above the device, that records
-// every close as the wire sees it (beneath the FIN/ACK merge), counts what
-// it sees, and files each finished record in the close log.
-type tracer struct {
-	nested.Endpoint
+// Tracer is the layer (see package layer) that records every close as the
+// wire sees it, counts what it sees, and files each finished record in the
+// close log.
+type Tracer struct {
+	layer.Layer
 
 	open    atomic.Int32 // len(closes), read without the lock
 	waiting atomic.Int32 // len(timeWaits), read without the lock
 	mu      sync.Mutex
-	closes  map[flow]*closeState
+	closes  map[wire.Flow]*closeState
 	// timeWaits are the closes that left tund in TIME-WAIT, for 2 x MSL.
-	timeWaits flowMap[timeWait]
+	timeWaits wire.FlowMap[timeWait]
 	// ended are the other closes that ended, for lateWindow; due lists
 	// those not yet counted, oldest first.
-	ended     flowMap[endedClose]
-	nEnded    atomic.Int32 // ended.len(), read without the lock
-	due       []flow
+	ended     wire.FlowMap[endedClose]
+	nEnded    atomic.Int32 // ended.Len(), read without the lock
+	due       []wire.Flow
 	sweepAt   int
-	linger    time.Duration // how long a close with no segment is followed
-	timeWait  time.Duration // 2 x MSL
-	rstCloses bool          // a RST ends TIME-WAIT (--time-wait-rst close)
-	lossIn    *lossIn       // --loss-in, applied here, before tracing (nil: none)
+	linger    time.Duration       // how long a close with no segment is followed
+	timeWait  time.Duration       // 2 x MSL
+	rstCloses bool                // a RST ends TIME-WAIT (--time-wait-rst close)
+	lossIn    *faults.InboundLoss // --loss-in, applied here, before tracing (nil: none)
 
-	log *closeLog
-	// stack tells whether an endpoint still exists; set before the NIC is
-	// created.
+	log *Log
+	// stack tells whether an endpoint still exists.
 	stack *stack.Stack
 	stop  chan struct{}
 }
 
-// traceConfig is what the tracer needs to know of the stack's settings.
-type traceConfig struct {
-	linger    time.Duration
-	timeWait  time.Duration
-	rstCloses bool
-	lossIn    *lossIn
+// Config is what the tracer needs to know of the stack's settings.
+type Config struct {
+	// Linger is how long a close that saw no segment is followed before
+	// the tracer asks whether the stack still has its endpoint (DefaultLinger).
+	Linger time.Duration
+	// TimeWait is 2 x MSL.
+	TimeWait time.Duration
+	// RSTCloses: a RST at RCV.NXT ends TIME-WAIT (--time-wait-rst close).
+	RSTCloses bool
+	// LossIn, if not nil, is the --loss-in rule, which the tracer applies
+	// beneath itself: a dropped segment crossed the wire but never reached
+	// the stack.
+	LossIn *faults.InboundLoss
 }
 
-func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
-	t := &tracer{
-		closes: make(map[flow]*closeState), timeWaits: newFlowMap[timeWait](), ended: newFlowMap[endedClose](), sweepAt: 256,
-		linger: c.linger, timeWait: c.timeWait, rstCloses: c.rstCloses, lossIn: c.lossIn, log: log, stop: make(chan struct{}),
+// NewTracer returns the tracer over child, filing records in log; s is the
+// stack above (nil: a tracer tested alone).
+func NewTracer(child stack.LinkEndpoint, c Config, log *Log, s *stack.Stack) *Tracer {
+	t := &Tracer{
+		closes: make(map[wire.Flow]*closeState), timeWaits: wire.NewFlowMap[timeWait](), ended: wire.NewFlowMap[endedClose](), sweepAt: 256,
+		linger: c.Linger, timeWait: c.TimeWait, rstCloses: c.RSTCloses, lossIn: c.LossIn, log: log, stack: s, stop: make(chan struct{}),
 	}
 	t.Init(child, t)
 	go t.sweeper()
@@ -224,7 +148,7 @@ func newTracer(child stack.LinkEndpoint, c traceConfig, log *closeLog) *tracer {
 
 // sweeper finishes forgotten closes and ends TIME-WAITs every second or so,
 // so that an unfinished close is reported even when no new close comes.
-func (t *tracer) sweeper() {
+func (t *Tracer) sweeper() {
 	tick := time.NewTicker(min(max(t.linger/4, time.Second), 5*time.Second))
 	defer tick.Stop()
 	for {
@@ -233,79 +157,62 @@ func (t *tracer) sweeper() {
 			return
 		case now := <-tick.C:
 			if t.open.Load() > 0 || t.waiting.Load() > 0 || t.nEnded.Load() > 0 {
-				t.mu.Lock()
-				t.sweepLocked(now)
-				t.mu.Unlock()
+				t.Sweep(now)
 			}
 		}
 	}
 }
 
-// Close stops the sweeper and closes the device below.
-func (t *tracer) Close() {
-	select {
-	case <-t.stop:
-	default:
-		close(t.stop)
+// Stop stops the sweeper.
+func (t *Tracer) Stop() { close(t.stop) }
+
+// Watching: every segment, both ways.
+func (t *Tracer) Watching(layer.Direction) bool { return true }
+
+// Inbound traces a segment from the peer, or drops it for loss-in (it
+// crossed the wire, and never reaches the stack).
+func (t *Tracer) Inbound(f wire.Fields, _ []byte) bool {
+	t.log.counters.segments[peerSide].Add(1)
+	if t.lossIn != nil && t.lossIn.Drop(f) {
+		t.faulted(f, peerSide, faults.LossIn)
+		return false
 	}
-	t.Endpoint.Close()
+	t.segment(f, SidePeer)
+	return true
 }
 
-// DeliverNetworkPacket traces a segment from the peer.
-func (t *tracer) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	size := pkt.Data().Size()
-	if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
-		if f, ok := parseInbound(b, size); ok {
-			t.log.counters.segments[peerSide].Add(1)
-			if t.lossIn != nil && t.lossIn.drop(f) {
-				t.faulted(f, peerSide, FaultLossIn)
-				return // on the wire, never in the stack
-			}
-			t.segment(f, SidePeer)
-		}
-	}
-	t.Endpoint.DeliverNetworkPacket(protocol, pkt)
-}
-
-// WritePackets traces the segments tund sends.
-func (t *tracer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	for _, pkt := range pkts.AsSlice() {
-		if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
-			continue
-		}
-		if f, ok := parseOutbound(pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice(), pkt.Data().Size()); ok {
-			t.log.counters.segments[tund].Add(1)
-			t.segment(f, SideTund)
-		}
-	}
-	return t.Endpoint.WritePackets(pkts)
+// Outbound traces a segment tund sends.
+func (t *Tracer) Outbound(f wire.Fields, _ *stack.PacketBuffer) bool {
+	t.log.counters.segments[tund].Add(1)
+	t.segment(f, SideTund)
+	return false
 }
 
 // segment follows one segment. Only segments of flows that are closing
 // take the lock: the fast path is a flag test and an atomic load or two.
-func (t *tracer) segment(f tcpFields, from string) {
-	closing := f.flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
+func (t *Tracer) segment(f wire.Fields, from string) {
+	closing := f.Flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
 	if !closing && t.open.Load() == 0 {
 		// A SYN may start a new incarnation of a flow: a peer's may end a
 		// TIME-WAIT, and either side's ends a close that ended lately. So
 		// SYNs take the lock (once each way per connection) while such
 		// closes are remembered; no other segment of a quiet flow does.
-		if f.flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0 {
+		if f.Flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0 {
 			return
 		}
 	}
 	var reason string
-	if f.flags&header.TCPFlagRst != 0 {
+	if f.Flags&header.TCPFlagRst != 0 {
 		reason = t.resetReason(f, from)
 	}
-	var filed, amended *Close
+	var filed, amended *Record
 	t.mu.Lock()
-	st := t.closes[f.flow]
-	if f.flags&header.TCPFlagSyn != 0 && t.ended.len() > 0 {
+	st := t.closes[f.Flow]
+	if f.Flags&header.TCPFlagSyn != 0 && t.ended.Len() > 0 {
 		// A new incarnation: the close that ended takes no more segments.
-		t.forgetEnded(f.flow)
+		t.forgetEnded(f.Flow)
 	}
-	if st == nil && !closing && (from == SideTund || f.flags&header.TCPFlagSyn == 0) {
+	if st == nil && !closing && (from == SideTund || f.Flags&header.TCPFlagSyn == 0) {
 		// A segment of a flow that is not closing, while others are: only
 		// a peer's SYN can matter (it may end a TIME-WAIT).
 		t.mu.Unlock()
@@ -314,7 +221,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 	// The clock is read only for segments that are recorded: it costs as
 	// much as the rest of the fast path.
 	now := time.Now()
-	if st == nil && from == SidePeer && t.timeWaits.len() > 0 {
+	if st == nil && from == SidePeer && t.timeWaits.Len() > 0 {
 		var handled bool
 		st, amended, handled = t.timeWaitSegment(f, now)
 		if handled {
@@ -325,7 +232,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 			return
 		}
 	}
-	if st == nil && closing && t.ended.len() > 0 {
+	if st == nil && closing && t.ended.Len() > 0 {
 		if rec, late := t.lateSegment(f, from, reason, now); late {
 			if rec != nil {
 				t.log.amend(rec)
@@ -341,7 +248,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 		t.log.counters.countReset(sideOf(from), reason)
 	}
 	if st == nil {
-		if !closing || f.flags&header.TCPFlagSyn != 0 || reason == ResetRefused {
+		if !closing || f.Flags&header.TCPFlagSyn != 0 || reason == ResetRefused {
 			t.mu.Unlock()
 			return
 		}
@@ -352,16 +259,16 @@ func (t *tracer) segment(f tcpFields, from string) {
 			t.mu.Unlock()
 			return
 		}
-		local, remote := f.flow.addrs()
-		st = &closeState{rec: Close{Local: local, Remote: remote, Initiator: from, Start: now}, sides: newCloseSides(now)}
+		local, remote := f.Flow.Addrs()
+		st = &closeState{rec: Record{Local: local, Remote: remote, Initiator: from, Start: now}, sides: newCloseSides(now)}
 		st.rec.Segments = st.segs[:0]
-		t.closes[f.flow] = st
+		t.closes[f.Flow] = st
 		t.open.Store(int32(len(t.closes)))
 	}
 	done := t.addLocked(st, f, sideOf(from), now)
 	st.deadline = now.Add(t.linger)
 	if done {
-		delete(t.closes, f.flow)
+		delete(t.closes, f.Flow)
 		t.open.Store(int32(len(t.closes)))
 		if st.reopened {
 			amended = &st.rec
@@ -371,7 +278,7 @@ func (t *tracer) segment(f tcpFields, from string) {
 		}
 		// Filed under the lock: a late segment on another goroutine must
 		// find the record (the lock order, tracer then log, is sweepLocked's).
-		pending := filed != nil && t.ended.len() < maxOpenCloses && st.canBeCrossed()
+		pending := filed != nil && t.ended.Len() < maxOpenCloses && st.canBeCrossed()
 		switch {
 		case pending:
 			t.log.file(filed)
@@ -380,23 +287,23 @@ func (t *tracer) segment(f tcpFields, from string) {
 		case amended != nil:
 			t.log.amend(amended)
 		}
-		if t.timeWait > 0 && st.sides.state[tund] == stTimeWait && t.timeWaits.len() < maxOpenCloses {
-			t.timeWaits.set(f.flow, timeWait{
+		if t.timeWait > 0 && st.sides.state[tund] == tcpstate.TimeWait && t.timeWaits.Len() < maxOpenCloses {
+			t.timeWaits.Set(f.Flow, timeWait{
 				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
-				since: monoOf(st.sides.since[tund]), expires: monoOf(now.Add(t.timeWait)),
+				since: wire.MonoOf(st.sides.since[tund]), expires: wire.MonoOf(now.Add(t.timeWait)),
 			})
-			t.waiting.Store(int32(t.timeWaits.len()))
-		} else if t.ended.len() < maxOpenCloses {
-			t.forgetEnded(f.flow) // counts a close of an earlier incarnation
-			e := endedClose{id: st.rec.ID, expires: monoOf(now.Add(lateWindow)), lead: st.sides.lead}
+			t.waiting.Store(int32(t.timeWaits.Len()))
+		} else if t.ended.Len() < maxOpenCloses {
+			t.forgetEnded(f.Flow) // counts a close of an earlier incarnation
+			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead}
 			if pending {
-				e.countDue = monoOf(now.Add(crossWindow))
+				e.countDue = wire.MonoOf(now.Add(crossWindow))
 				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
 				e.initiator = uint8(max(indexOf(initiators[:], st.rec.Initiator), 0))
-				t.due = append(t.due, f.flow)
+				t.due = append(t.due, f.Flow)
 			}
-			t.ended.set(f.flow, e)
-			t.nEnded.Store(int32(t.ended.len()))
+			t.ended.Set(f.Flow, e)
+			t.nEnded.Store(int32(t.ended.Len()))
 		}
 	}
 	t.mu.Unlock()
@@ -411,7 +318,7 @@ func (st *closeState) canBeCrossed() bool {
 }
 
 // countEnded counts a close that waited for its initiator to be final.
-func (t *tracer) countEnded(e *endedClose) {
+func (t *Tracer) countEnded(e *endedClose) {
 	if e.countDue != 0 {
 		t.log.counters.countClose(kindNames[e.kind], initiators[e.initiator])
 		e.countDue = 0
@@ -419,34 +326,35 @@ func (t *tracer) countEnded(e *endedClose) {
 }
 
 // forgetEnded forgets the ended close of fl, if any, counting it first.
-func (t *tracer) forgetEnded(fl flow) {
-	if e, ok := t.ended.get(fl); ok {
+func (t *Tracer) forgetEnded(fl wire.Flow) {
+	if e, ok := t.ended.Get(fl); ok {
 		t.countEnded(&e)
-		t.ended.delete(fl)
-		t.nEnded.Store(int32(t.ended.len()))
+		t.ended.Delete(fl)
+		t.nEnded.Store(int32(t.ended.Len()))
 	}
 }
 
-// countDue counts the ended closes whose crossWindow is over.
-func (t *tracer) countDue(now time.Time) {
+// CountDue counts the ended closes whose crossWindow is over: call it
+// before reading the log's Stats.
+func (t *Tracer) CountDue(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.countDueLocked(now)
 }
 
-func (t *tracer) countDueLocked(now time.Time) {
+func (t *Tracer) countDueLocked(now time.Time) {
 	n := 0
 	for ; n < len(t.due); n++ {
 		fl := t.due[n]
-		e, ok := t.ended.get(fl)
+		e, ok := t.ended.Get(fl)
 		if !ok || e.countDue == 0 {
 			continue // counted when it was forgotten or decided
 		}
-		if monoOf(now) < e.countDue {
+		if wire.MonoOf(now) < e.countDue {
 			break
 		}
 		t.countEnded(&e)
-		t.ended.set(fl, e)
+		t.ended.Set(fl, e)
 	}
 	t.due = t.due[n:]
 }
@@ -457,13 +365,13 @@ func (t *tracer) countDueLocked(now time.Time) {
 // segment is late all the same, not a close of its own). While the close
 // waits for its initiator to be final, the other side's first FIN or RST
 // decides it (leadSegment.crossedBy), and the close is counted.
-func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.Time) (rec *Close, late bool) {
-	e, ok := t.ended.get(f.flow)
+func (t *Tracer) lateSegment(f wire.Fields, from string, reason string, now time.Time) (rec *Record, late bool) {
+	e, ok := t.ended.Get(f.Flow)
 	if !ok {
 		return nil, false
 	}
-	if monoOf(now) > e.expires || f.flags&header.TCPFlagSyn != 0 {
-		t.forgetEnded(f.flow)
+	if wire.MonoOf(now) > e.expires || f.Flags&header.TCPFlagSyn != 0 {
+		t.forgetEnded(f.Flow)
 		return nil, false
 	}
 	if reason != "" {
@@ -474,7 +382,7 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 		c.Segments = append([]Segment(nil), base.Segments...)
 		rec = &c
 	}
-	if monoOf(now) >= e.countDue && e.countDue != 0 {
+	if wire.MonoOf(now) >= e.countDue && e.countDue != 0 {
 		t.countEnded(&e) // its cross window is over: as it is
 	}
 	if e.countDue != 0 && sideOf(from) != e.lead.from {
@@ -489,25 +397,25 @@ func (t *tracer) lateSegment(f tcpFields, from string, reason string, now time.T
 	}
 	if rec != nil {
 		if len(rec.Segments) < maxCloseSegments {
-			rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen})
+			rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen})
 		} else {
 			rec.Truncated = true
 		}
 		rec.End = now
 	}
-	t.ended.set(f.flow, e)
+	t.ended.Set(f.Flow, e)
 	return rec, true
 }
 
 // resetReason tells why a RST crossed, from what the stack knows of its
 // connection. It runs for RSTs only: they are rare, and the lookup takes
 // the stack's demultiplexer lock.
-func (t *tracer) resetReason(f tcpFields, from string) string {
-	state, found := t.connection(f.flow)
+func (t *Tracer) resetReason(f wire.Fields, from string) string {
+	state, found := layer.Connection(t.stack, f.Flow)
 	switch {
 	case from == SideTund && found:
 		return ResetAbort
-	case from == SideTund && f.flags&header.TCPFlagAck != 0 && f.seq == 0:
+	case from == SideTund && f.Flags&header.TCPFlagAck != 0 && f.Seq == 0:
 		// gVisor answers a segment without ACK, i.e. a SYN, with seq 0.
 		return ResetRefused
 	case !found:
@@ -523,28 +431,28 @@ func (t *tracer) resetReason(f tcpFields, from string) string {
 // again; a RST, which tund answers with nothing, is added to the filed
 // record (amended); a SYN, or a RST that gVisor honours, ends TIME-WAIT.
 // handled reports a segment that needs nothing more.
-func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, amended *Close, handled bool) {
-	tw, ok := t.timeWaits.get(f.flow)
+func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, amended *Record, handled bool) {
+	tw, ok := t.timeWaits.Get(f.Flow)
 	if !ok {
 		return nil, nil, false
 	}
-	if monoOf(now) > tw.expires {
+	if wire.MonoOf(now) > tw.expires {
 		// 2 x MSL ran out before the sweeper came by: the stack has
 		// forgotten the connection, and so does the tracer.
-		t.endTimeWaitLocked(f.flow, tw, timeOf(tw.expires))
+		t.endTimeWaitLocked(f.Flow, tw, wire.TimeOf(tw.expires))
 		return nil, nil, false
 	}
 	switch {
-	case f.flags&header.TCPFlagRst != 0:
+	case f.Flags&header.TCPFlagRst != 0:
 		t.log.counters.countReset(peerSide, ResetTimeWait)
-		rec := t.filedRecord(f.flow, tw, now)
-		seg := Segment{At: now, From: SidePeer, Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+		rec := t.filedRecord(f.Flow, tw, now)
+		seg := Segment{At: now, From: SidePeer, Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen}
 		// gVisor honours only a RST at RCV.NXT, and only when told to
 		// (RFC 5961 §3.2, tund patch 0003); otherwise it is ignored
 		// (RFC 1337).
-		if t.rstCloses && f.seq == tw.peerFIN+1 {
-			seg.TundState = stClosed.String()
-			t.endTimeWaitLocked(f.flow, tw, now)
+		if t.rstCloses && f.Seq == tw.peerFIN+1 {
+			seg.TundState = tcpstate.Closed.String()
+			t.endTimeWaitLocked(f.Flow, tw, now)
 		}
 		if len(rec.Segments) < maxCloseSegments {
 			rec.Segments = append(rec.Segments, seg)
@@ -553,22 +461,22 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 		}
 		rec.End = now
 		return nil, rec, true
-	case f.flags&header.TCPFlagSyn != 0:
+	case f.Flags&header.TCPFlagSyn != 0:
 		// A new incarnation of the connection (RFC 1122 §4.2.2.13).
-		t.endTimeWaitLocked(f.flow, tw, now)
+		t.endTimeWaitLocked(f.Flow, tw, now)
 		return nil, nil, false
-	case f.flags&header.TCPFlagFin != 0 && f.seq+uint32(f.payloadLen) == tw.peerFIN:
+	case f.Flags&header.TCPFlagFin != 0 && f.Seq+uint32(f.PayloadLen) == tw.peerFIN:
 		t.log.counters.finalACKLost.Add(1)
-		t.timeWaits.delete(f.flow)
-		t.waiting.Store(int32(t.timeWaits.len()))
-		st = &closeState{reopened: true, rec: *t.filedRecord(f.flow, tw, now), sides: newCloseSides(now)}
+		t.timeWaits.Delete(f.Flow)
+		t.waiting.Store(int32(t.timeWaits.Len()))
+		st = &closeState{reopened: true, rec: *t.filedRecord(f.Flow, tw, now), sides: newCloseSides(now)}
 		st.rec.FinalACKLost = true
 		s := &st.sides
-		s.state = [2]tcpState{stTimeWait, stLastAck}
-		s.since[tund] = timeOf(tw.since)
+		s.state = [2]tcpstate.State{tcpstate.TimeWait, tcpstate.LastAck}
+		s.since[tund] = wire.TimeOf(tw.since)
 		s.fin = [2]uint32{tw.tundFIN, tw.peerFIN}
 		s.finSent, s.finAcked = [2]bool{true, true}, [2]bool{true, true}
-		t.closes[f.flow] = st
+		t.closes[f.Flow] = st
 		t.open.Store(int32(len(t.closes)))
 		return st, nil, false
 	}
@@ -578,34 +486,34 @@ func (t *tracer) timeWaitSegment(f tcpFields, now time.Time) (st *closeState, am
 // filedRecord returns a copy of the record that a TIME-WAIT entry refers
 // to, to add to: the filed one is shared with readers and never changes.
 // If the log no longer keeps it, the copy starts afresh.
-func (t *tracer) filedRecord(fl flow, tw timeWait, now time.Time) *Close {
+func (t *Tracer) filedRecord(fl wire.Flow, tw timeWait, now time.Time) *Record {
 	if base := t.log.record(tw.id); base != nil {
 		c := *base
 		c.Segments = append([]Segment(nil), base.Segments...)
 		return &c
 	}
-	local, remote := fl.addrs()
-	return &Close{ID: tw.id, Local: local, Remote: remote, Initiator: SideTund, Kind: kindNames[tw.kind], Start: now}
+	local, remote := fl.Addrs()
+	return &Record{ID: tw.id, Local: local, Remote: remote, Initiator: SideTund, Kind: kindNames[tw.kind], Start: now}
 }
 
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
-func (t *tracer) endTimeWaitLocked(fl flow, tw timeWait, end time.Time) {
-	t.log.counters.observe(stTimeWait, end.Sub(timeOf(tw.since)))
-	t.timeWaits.delete(fl)
-	t.waiting.Store(int32(t.timeWaits.len()))
+func (t *Tracer) endTimeWaitLocked(fl wire.Flow, tw timeWait, end time.Time) {
+	t.log.counters.observe(tcpstate.TimeWait, end.Sub(wire.TimeOf(tw.since)))
+	t.timeWaits.Delete(fl)
+	t.waiting.Store(int32(t.timeWaits.Len()))
 }
 
 // addLocked records a segment and reports whether the close is over: a
 // RST, or both FINs acknowledged (for a reopened close, the FIN replayed in
 // TIME-WAIT acknowledged again).
-func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time) bool {
+func (t *Tracer) addLocked(st *closeState, f wire.Fields, from side, now time.Time) bool {
 	r := &st.rec
 	r.End = now
-	if from == peerSide && f.flags&header.TCPFlagFin != 0 && st.sides.state[tund] == stFinWait2 && !t.endpointExists(f.flow) {
+	if from == peerSide && f.Flags&header.TCPFlagFin != 0 && st.sides.state[tund] == tcpstate.FinWait2 && !t.endpointExists(f.Flow) {
 		// tund's FIN-WAIT-2 ran out before this FIN came: tund is CLOSED
 		// and will not take it. When it ran out the wire does not say, so
 		// the time is not counted.
-		st.sides.state[tund] = stClosed
+		st.sides.state[tund] = tcpstate.Closed
 		st.finWait2Expired = true
 	}
 	eff := st.sides.apply(f, from, now)
@@ -618,16 +526,16 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 		for i := len(r.Segments) - 1; i >= 0; i-- {
 			s := &r.Segments[i]
 			if s.From == from.other().String() && strings.Contains(s.Flags, "F") {
-				if from == tund && s.TundState == stCloseWait.String() {
+				if from == tund && s.TundState == tcpstate.CloseWait.String() {
 					s.TundState = ""
-				} else if from == peerSide && s.PeerState == stCloseWait.String() {
+				} else if from == peerSide && s.PeerState == tcpstate.CloseWait.String() {
 					s.PeerState = ""
 				}
 				break
 			}
 		}
 	}
-	seg := Segment{At: now, From: from.String(), Flags: flagString(f.flags), Seq: f.seq, Ack: f.ack, Len: f.payloadLen}
+	seg := Segment{At: now, From: from.String(), Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen}
 	for _, c := range eff.changes[:eff.n] {
 		if c.side == tund {
 			seg.TundState = c.to.String()
@@ -657,7 +565,7 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 	if eff.ackRetx {
 		t.log.counters.countRetransmit(from, true)
 	}
-	if f.flags&header.TCPFlagRst != 0 {
+	if f.Flags&header.TCPFlagRst != 0 {
 		r.Kind, r.ResetBy = KindReset, from.String()
 		if st.finWait2Expired {
 			r.Kind = KindFinWait2Timeout
@@ -665,7 +573,7 @@ func (t *tracer) addLocked(st *closeState, f tcpFields, from side, now time.Time
 		return true
 	}
 	if st.reopened {
-		return from == tund && f.flags&header.TCPFlagAck != 0 && seqGE(f.ack, st.sides.fin[peerSide]+1)
+		return from == tund && f.Flags&header.TCPFlagAck != 0 && wire.SeqGE(f.Ack, st.sides.fin[peerSide]+1)
 	}
 	if st.sides.finAcked[tund] && st.sides.finAcked[peerSide] {
 		r.Kind = st.kind()
@@ -693,9 +601,9 @@ func (st *closeState) kind() string {
 	return KindFourWay
 }
 
-// markPolicy notes that a service's half-close policy is ending the
+// MarkPolicy notes that a service's half-close policy is ending the
 // connection: its record will be of KindHalfClosePolicy.
-func (t *tracer) markPolicy(fl flow) {
+func (t *Tracer) MarkPolicy(fl wire.Flow) {
 	t.mu.Lock()
 	if st := t.closes[fl]; st != nil {
 		st.policy = true
@@ -703,28 +611,40 @@ func (t *tracer) markPolicy(fl flow) {
 	t.mu.Unlock()
 }
 
+// Sweep does at now what the tracer's sweeper does every second or so (see
+// sweepLocked); a test that plays with time calls it.
+func (t *Tracer) Sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweepLocked(now)
+}
+
+// TimeWaits returns how many closes left tund in TIME-WAIT and are still
+// remembered for a replayed FIN.
+func (t *Tracer) TimeWaits() int { return int(t.waiting.Load()) }
+
 // sweepLocked ends the TIME-WAITs whose 2 x MSL ran out and finishes the
 // closes that saw no segment for the linger time and whose endpoint the
 // stack has freed: a FIN-WAIT-2 that ran out, a FIN never acknowledged, a
 // peer that vanished. A close whose endpoint lives on (a service that
 // keeps its connection in CLOSE-WAIT) is followed on.
-func (t *tracer) sweepLocked(now time.Time) {
-	t.timeWaits.all(func(fl flow, tw timeWait) bool {
-		if monoOf(now) > tw.expires {
-			t.endTimeWaitLocked(fl, tw, timeOf(tw.expires))
+func (t *Tracer) sweepLocked(now time.Time) {
+	t.timeWaits.All(func(fl wire.Flow, tw timeWait) bool {
+		if wire.MonoOf(now) > tw.expires {
+			t.endTimeWaitLocked(fl, tw, wire.TimeOf(tw.expires))
 		}
 		return true
 	})
 	t.countDueLocked(now)
-	t.ended.all(func(fl flow, e endedClose) bool {
-		if monoOf(now) > e.expires {
+	t.ended.All(func(fl wire.Flow, e endedClose) bool {
+		if wire.MonoOf(now) > e.expires {
 			t.countEnded(&e)
-			t.ended.delete(fl)
+			t.ended.Delete(fl)
 		}
 		return true
 	})
-	t.nEnded.Store(int32(t.ended.len()))
-	var finished []*Close
+	t.nEnded.Store(int32(t.ended.Len()))
+	var finished []*Record
 	for fl, st := range t.closes {
 		if !now.After(st.deadline) {
 			continue
@@ -734,7 +654,7 @@ func (t *tracer) sweepLocked(now time.Time) {
 			continue
 		}
 		switch s := &st.sides; {
-		case s.state[tund] == stFinWait2 || st.finWait2Expired:
+		case s.state[tund] == tcpstate.FinWait2 || st.finWait2Expired:
 			st.rec.Kind = KindFinWait2Timeout
 		case s.finSent[tund] && !s.finAcked[tund] && st.rec.FINRetransmits > 0:
 			st.rec.Kind = KindRetransmitLimit
@@ -754,54 +674,61 @@ func (t *tracer) sweepLocked(now time.Time) {
 	}
 }
 
-// connection returns the state of the stack's endpoint for the flow, if it
-// has one. A listener does not count: the demultiplexer hands out the
-// listener of the port for a 4-tuple it does not know.
-func (t *tracer) connection(fl flow) (tcp.EndpointState, bool) {
-	if t.stack == nil {
-		return 0, false
-	}
-	netProto, id := fl.endpointID()
-	tep, ok := t.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint)
-	if !ok {
-		return 0, false
-	}
-	st := tep.EndpointState()
-	return st, st != tcp.StateListen
-}
-
-func (t *tracer) endpointExists(fl flow) bool {
-	_, ok := t.connection(fl)
+func (t *Tracer) endpointExists(fl wire.Flow) bool {
+	_, ok := layer.Connection(t.stack, fl)
 	return ok
 }
 
-// flagString names the SYN, FIN, RST, PSH and ACK flags of f, in that
-// order ("FA" for FIN|ACK). The names come from a table built once: a
-// segment's record allocates no string.
-func flagString(f header.TCPFlags) string {
-	return flagNames[f&(header.TCPFlagFin|header.TCPFlagSyn|header.TCPFlagRst|header.TCPFlagPsh|header.TCPFlagAck)]
-}
+// Faulted notes a segment of tund's that a fault dropped or held (see
+// faults.Observer).
+func (t *Tracer) Faulted(f wire.Fields, fault string) { t.faulted(f, tund, fault) }
 
-var flagNames = func() (names [header.TCPFlagAck << 1]string) {
-	for f := range names {
-		var b []byte
-		for _, x := range []struct {
-			bit  header.TCPFlags
-			name byte
-		}{{header.TCPFlagSyn, 'S'}, {header.TCPFlagFin, 'F'}, {header.TCPFlagRst, 'R'}, {header.TCPFlagPsh, 'P'}, {header.TCPFlagAck, 'A'}} {
-			if header.TCPFlags(f)&x.bit != 0 {
-				b = append(b, x.name)
-			}
+// faulted notes in a close record what a fault did to a segment of it,
+// marked, with no state change. tund's segment that a fault dropped or
+// held is added when the stack sent it: the peer never saw it, or sees it
+// later, when the tracer records it again as it crosses the wire. A peer's
+// segment that loss-in dropped is added as it crossed the wire: tund's
+// stack never saw it (the tracer applies loss-in before tracing). A FIN
+// dropped or held before the close has a record starts one.
+func (t *Tracer) faulted(f wire.Fields, from side, fault string) {
+	if t == nil {
+		return
+	}
+	if fault == faults.DropFinalACK {
+		// Lost as surely as on the wire: the peer will send its FIN again.
+		t.log.counters.finalACKLost.Add(1)
+	}
+	closing := f.Flags&(header.TCPFlagFin|header.TCPFlagRst) != 0
+	if !closing && t.open.Load() == 0 {
+		return
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.closes[f.Flow]
+	if st == nil {
+		if f.Flags&header.TCPFlagFin == 0 || len(t.closes) >= maxOpenCloses {
+			return
 		}
-		names[f] = string(b)
+		local, remote := f.Flow.Addrs()
+		st = &closeState{rec: Record{Local: local, Remote: remote, Initiator: from.String(), Start: now}, sides: newCloseSides(now)}
+		st.rec.Segments = st.segs[:0]
+		st.deadline = now.Add(t.linger)
+		t.closes[f.Flow] = st
+		t.open.Store(int32(len(t.closes)))
 	}
-	return names
-}()
-
-// addrs returns the flow's local and remote address.
-func (f flow) addrs() (local, remote netip.AddrPort) {
-	if f.v6 {
-		return netip.AddrPortFrom(netip.AddrFrom16(f.local), f.localPort), netip.AddrPortFrom(netip.AddrFrom16(f.remote), f.remotePort)
+	if fault == faults.DropFinalACK {
+		st.rec.FinalACKLost = true
 	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(f.local[:4])), f.localPort), netip.AddrPortFrom(netip.AddrFrom4([4]byte(f.remote[:4])), f.remotePort)
+	if from == peerSide && st.sides.noteTerm(f, from) {
+		// loss-in kept it from the stack, but it crossed the wire.
+		st.rec.Initiator = SideBoth
+	}
+	segs := st.rec.Segments
+	if len(segs) >= maxCloseSegments {
+		st.rec.Truncated = true
+		return
+	}
+	st.rec.Segments = append(segs, Segment{At: now, From: from.String(), Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen, Fault: fault})
+	st.rec.End = now
 }

@@ -1,4 +1,8 @@
-package stack
+// Package timewait is the close-path layer that keeps the TIME-WAIT of the
+// connections tund accepted in a compact table, about 100 bytes each, in
+// place of gVisor's 5 KB endpoints, and answers their late segments as
+// gVisor would.
+package timewait
 
 import (
 	"net/netip"
@@ -8,9 +12,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/tund/tund/stack/internal/layer"
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // maxTimeWaits bounds the compact table. Past it, connections keep
@@ -19,22 +24,21 @@ const maxTimeWaits = 1 << 20
 
 // twEntry is one connection in TIME-WAIT: what its late segments need for
 // an answer. It is kept by value: 32 bytes, and 12 of key for IPv4 (see
-// flowMap), against the 5.7 KB of a gVisor endpoint.
+// FlowMap), against the 5.7 KB of a gVisor endpoint.
 type twEntry struct {
 	sndNxt, rcvNxt uint32 // of tund's ACKs
-	// tsBase is tund's timestamp clock less monoNow in milliseconds:
+	// tsBase is tund's timestamp clock less MonoNow in milliseconds:
 	// tsBase + ms(now) is its value now. tsEcr is the last TSval echoed.
 	tsBase, tsEcr uint32
-	expires       int64 // monotonic nanoseconds (monoNow)
+	expires       int64 // monotonic nanoseconds (MonoNow)
 	window        uint16
 	ts            bool
 }
 
-// timeWaitTable keeps the TIME-WAIT of the connections tund accepted,
+// Table keeps the TIME-WAIT of the connections tund accepted,
 // in place of gVisor's endpoints, which it frees as they enter TIME-WAIT
-// (gVisor patch 0005). It is a link endpoint beneath the stack (and the
-// FIN/ACK merge), above the faults and the tracer, so that what it sends
-// is faulted and recorded like the stack's own segments. It answers a
+// (gVisor patch 0005). It is a layer (see package layer); what it sends is
+// faulted and recorded like the stack's own segments. It answers a
 // TIME-WAIT connection's late segments as gVisor's handleTimeWaitSegment
 // does (RFC 9293 §3.10.7.4, RFC 1122 §4.2.2.13):
 //
@@ -48,29 +52,28 @@ type twEntry struct {
 //
 // Connections tund opened itself (--dial) keep gVisor's TIME-WAIT, whose
 // hold on the local port is what port exhaustion is about.
-type timeWaitTable struct {
-	nested.Endpoint
+type Table struct {
+	layer.Layer
 
 	duration  int64 // 2 x MSL, in nanoseconds
 	rstCloses bool
-	listening *portSet
+	listening *Ports
 
 	count   atomic.Int32 // len(entries), read without the lock
 	mu      sync.Mutex
-	entries flowMap[twEntry]
+	entries wire.FlowMap[twEntry]
 	closed  bool
 	kick    chan struct{} // the table was empty and has an entry
 	stop    chan struct{}
 
-	// stack tells whether a connection is the stack's; set before the
-	// NIC is created.
+	// stack tells whether a connection is the stack's.
 	stack *stack.Stack
 
-	stats TimeWaitStats
+	stats Stats
 }
 
-// TimeWaitStats counts what the compact TIME-WAIT table did.
-type TimeWaitStats struct {
+// Stats counts what the compact TIME-WAIT table did.
+type Stats struct {
 	// Entered counts connections whose TIME-WAIT the table took over.
 	Entered atomic.Uint64
 	// Reacked counts the peer's FINs ACKed again (each restarts 2 x MSL).
@@ -84,56 +87,55 @@ type TimeWaitStats struct {
 	SuppressedRSTs atomic.Uint64
 }
 
-// portSet is a set of ports, read without a lock.
-type portSet [1024]atomic.Uint64
+// Ports is a set of ports, read without a lock: the listening ports, whose
+// connections' TIME-WAIT the table takes.
+type Ports [1024]atomic.Uint64
 
-func (p *portSet) add(port uint16)      { p[port/64].Or(1 << (port % 64)) }
-func (p *portSet) has(port uint16) bool { return p[port/64].Load()&(1<<(port%64)) != 0 }
+// Add adds port to the set.
+func (p *Ports) Add(port uint16) { p[port/64].Or(1 << (port % 64)) }
 
-// monoStart anchors monoNow; time.Since reads the monotonic clock.
-var monoStart = time.Now()
+// Has reports whether port is in the set.
+func (p *Ports) Has(port uint16) bool { return p[port/64].Load()&(1<<(port%64)) != 0 }
 
-func monoNow() int64 { return int64(time.Since(monoStart)) }
-
-// msOf is a monotonic time in milliseconds, wrapping as TCP timestamps do.
-func msOf(mono int64) uint32 { return uint32(mono / int64(time.Millisecond)) }
-
-func newTimeWaitTable(child stack.LinkEndpoint, duration time.Duration, rstCloses bool, listening *portSet) *timeWaitTable {
-	t := &timeWaitTable{
-		duration: int64(duration), rstCloses: rstCloses, listening: listening,
-		entries: newFlowMap[twEntry](), kick: make(chan struct{}, 1), stop: make(chan struct{}),
+// New returns the table over child. duration is 2 x MSL; rstCloses makes
+// an RST at RCV.NXT end a TIME-WAIT; listening are the ports whose
+// connections it takes; s is the stack above.
+func New(child stack.LinkEndpoint, duration time.Duration, rstCloses bool, listening *Ports, s *stack.Stack) *Table {
+	t := &Table{
+		duration: int64(duration), rstCloses: rstCloses, listening: listening, stack: s,
+		entries: wire.NewFlowMap[twEntry](), kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	t.Init(child, t)
 	go t.expire()
 	return t
 }
 
-// handoff is gVisor's TCPTimeWaitHandoffOption: it takes the TIME-WAIT of
+// Handoff is gVisor's TCPTimeWaitHandoffOption: it takes the TIME-WAIT of
 // a connection on a listening port. It runs on the stack's processor with
 // the endpoint locked, so it only records.
-func (t *timeWaitTable) handoff(h tcpip.TimeWaitHandoff) bool {
-	if !t.listening.has(h.LocalPort) {
+func (t *Table) Handoff(h tcpip.TimeWaitHandoff) bool {
+	if !t.listening.Has(h.LocalPort) {
 		return false
 	}
-	fl := flowOf(netip.AddrPortFrom(addrOf(h.LocalAddress), h.LocalPort), netip.AddrPortFrom(addrOf(h.RemoteAddress), h.RemotePort))
-	now := monoNow()
+	fl := wire.FlowOf(netip.AddrPortFrom(addrOf(h.LocalAddress), h.LocalPort), netip.AddrPortFrom(addrOf(h.RemoteAddress), h.RemotePort))
+	now := wire.MonoNow()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || t.entries.len() >= maxTimeWaits {
+	if t.closed || t.entries.Len() >= maxTimeWaits {
 		return false
 	}
-	t.entries.set(fl, twEntry{
+	t.entries.Set(fl, twEntry{
 		sndNxt: h.SndNxt, rcvNxt: h.RcvNxt, window: h.Window,
-		ts: h.TS, tsBase: h.TSVal - msOf(now), tsEcr: h.TSEcr,
+		ts: h.TS, tsBase: h.TSVal - wire.MsOf(now), tsEcr: h.TSEcr,
 		expires: now + t.duration,
 	})
-	if t.entries.len() == 1 {
+	if t.entries.Len() == 1 {
 		select {
 		case t.kick <- struct{}{}:
 		default:
 		}
 	}
-	t.count.Store(int32(t.entries.len()))
+	t.count.Store(int32(t.entries.Len()))
 	t.stats.Entered.Add(1)
 	return true
 }
@@ -155,7 +157,7 @@ const (
 
 // expire ends TIME-WAITs as their 2 x MSL runs out, sweeping while the
 // table has entries and sleeping while it has none.
-func (t *timeWaitTable) expire() {
+func (t *Table) expire() {
 	every := min(max(time.Duration(t.duration)/sweepFraction, minSweep), maxSweep)
 	tick := time.NewTicker(every)
 	tick.Stop()
@@ -167,7 +169,7 @@ func (t *timeWaitTable) expire() {
 		case <-t.kick:
 			tick.Reset(every)
 		case <-tick.C:
-			if t.sweep(monoNow()) == 0 {
+			if t.sweep(wire.MonoNow()) == 0 {
 				tick.Stop()
 			}
 		}
@@ -176,38 +178,27 @@ func (t *timeWaitTable) expire() {
 
 // sweep removes the entries whose time is up and returns how many are
 // left.
-func (t *timeWaitTable) sweep(now int64) int {
+func (t *Table) sweep(now int64) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.entries.all(func(fl flow, e twEntry) bool {
+	t.entries.All(func(fl wire.Flow, e twEntry) bool {
 		if e.expires <= now {
-			t.entries.delete(fl)
+			t.entries.Delete(fl)
 		}
 		return true
 	})
-	t.count.Store(int32(t.entries.len()))
-	return t.entries.len()
+	t.count.Store(int32(t.entries.Len()))
+	return t.entries.Len()
 }
 
-// DeliverNetworkPacket answers the segments of connections in TIME-WAIT
-// and passes every other packet up.
-func (t *timeWaitTable) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if t.count.Load() > 0 {
-		size := pkt.Data().Size()
-		if b, ok := pkt.Data().PullUp(min(size, maxPeek)); ok {
-			if f, ok := parseInbound(b, size); ok && !t.inbound(f, b) {
-				return
-			}
-		}
-	}
-	t.Endpoint.DeliverNetworkPacket(protocol, pkt)
-}
+// Watching: every segment, while the table has entries.
+func (t *Table) Watching(layer.Direction) bool { return t.count.Load() > 0 }
 
-// inbound handles a segment for a connection in TIME-WAIT, if it is one,
+// Inbound answers a segment for a connection in TIME-WAIT, if it is one,
 // and reports whether the segment goes on up.
-func (t *timeWaitTable) inbound(f tcpFields, b []byte) bool {
+func (t *Table) Inbound(f wire.Fields, b []byte) bool {
 	t.mu.Lock()
-	_, ok := t.entries.get(f.flow)
+	_, ok := t.entries.Get(f.Flow)
 	t.mu.Unlock()
 	if !ok {
 		return true
@@ -217,12 +208,12 @@ func (t *timeWaitTable) inbound(f tcpFields, b []byte) bool {
 	// listener as it closed the endpoint: the new connection is the
 	// stack's, and the entry must not answer for it. The lookup is made
 	// only for segments of connections in the table, without the lock.
-	live := t.live(f.flow)
+	live := t.live(f.Flow)
 	t.mu.Lock()
-	e, ok := t.entries.get(f.flow)
+	e, ok := t.entries.Get(f.Flow)
 	if ok && live {
-		t.entries.delete(f.flow)
-		t.count.Store(int32(t.entries.len()))
+		t.entries.Delete(f.Flow)
+		t.count.Store(int32(t.entries.Len()))
 		t.stats.Reopened.Add(1)
 	}
 	if !ok || live {
@@ -231,39 +222,39 @@ func (t *timeWaitTable) inbound(f tcpFields, b []byte) bool {
 	}
 	var reply []byte
 	switch {
-	case f.flags&header.TCPFlagRst != 0:
-		if t.rstCloses && f.seq == e.rcvNxt {
-			t.entries.delete(f.flow)
+	case f.Flags&header.TCPFlagRst != 0:
+		if t.rstCloses && f.Seq == e.rcvNxt {
+			t.entries.Delete(f.Flow)
 			t.stats.Reset.Add(1)
 		}
-	case f.flags&header.TCPFlagSyn != 0 && f.flags&header.TCPFlagAck == 0 && newIncarnation(f, b, &e):
-		t.entries.delete(f.flow)
-		t.count.Store(int32(t.entries.len()))
+	case f.Flags&header.TCPFlagSyn != 0 && f.Flags&header.TCPFlagAck == 0 && newIncarnation(f, b, &e):
+		t.entries.Delete(f.Flow)
+		t.count.Store(int32(t.entries.Len()))
 		t.stats.Reopened.Add(1)
 		t.mu.Unlock()
 		return true
-	case f.flags&header.TCPFlagAck == 0:
+	case f.Flags&header.TCPFlagAck == 0:
 	default:
 		tsVal, hasTS := tsValOf(b)
-		if e.ts && hasTS && int32(tsVal-e.tsEcr) > 0 && int32(f.seq-e.rcvNxt) <= 0 {
+		if e.ts && hasTS && int32(tsVal-e.tsEcr) > 0 && int32(f.Seq-e.rcvNxt) <= 0 {
 			e.tsEcr = tsVal // RFC 7323 §4.3, as gVisor's updateRecentTimestamp
 		}
-		now := monoNow()
+		now := wire.MonoNow()
 		switch {
-		case f.flags&header.TCPFlagFin != 0 && f.seq+1 == e.rcvNxt:
+		case f.Flags&header.TCPFlagFin != 0 && f.Seq+1 == e.rcvNxt:
 			e.expires = now + t.duration
 			t.stats.Reacked.Add(1)
-			reply = t.ack(f.flow, &e, now)
-		case f.seq != e.rcvNxt || f.payloadLen != 0:
-			reply = t.ack(f.flow, &e, now)
+			reply = t.ack(f.Flow, &e, now)
+		case f.Seq != e.rcvNxt || f.PayloadLen != 0:
+			reply = t.ack(f.Flow, &e, now)
 		}
-		t.entries.set(f.flow, e)
+		t.entries.Set(f.Flow, e)
 	}
-	t.count.Store(int32(t.entries.len()))
+	t.count.Store(int32(t.entries.Len()))
 	closed := t.closed
 	t.mu.Unlock()
 	if reply != nil && !closed {
-		t.send(f.flow, reply)
+		t.send(f.Flow, reply)
 	}
 	return false
 }
@@ -278,58 +269,37 @@ func (t *timeWaitTable) inbound(f tcpFields, b []byte) bool {
 // be lower, waits a second for its SYN to be sent again: at thousands of
 // connections a second, most of them do. gVisor's own TIME-WAIT
 // (--time-wait full) knows only the first rule.
-func newIncarnation(f tcpFields, b []byte, e *twEntry) bool {
+func newIncarnation(f wire.Fields, b []byte, e *twEntry) bool {
 	if tsVal, ok := tsValOf(b); ok && e.ts && tsVal != e.tsEcr {
 		return int32(tsVal-e.tsEcr) > 0
 	}
-	return int32(f.seq-e.rcvNxt) > 0
+	return int32(f.Seq-e.rcvNxt) > 0
 }
 
-// WritePackets keeps the stack from resetting a connection that is in the
+// Outbound keeps the stack from resetting a connection that is in the
 // table. Segments that were waiting in the old endpoint's queue when it
 // handed its TIME-WAIT over go to the listener as the endpoint closes, and
 // the listener answers an ACK with a RST (RFC 9293 §3.10.7.2); in TIME-WAIT
 // that ACK gets nothing. A RST of a live connection of the stack on the
 // same 4-tuple (a new incarnation) passes, and the entry goes.
-func (t *timeWaitTable) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	if t.count.Load() == 0 {
-		return t.Endpoint.WritePackets(pkts)
-	}
-	var drop []bool
-	for i, pkt := range pkts.AsSlice() {
-		tcpHdr := pkt.TransportHeader().Slice()
-		if pkt.TransportProtocolNumber != header.TCPProtocolNumber || len(tcpHdr) < header.TCPMinimumSize || header.TCP(tcpHdr).Flags()&header.TCPFlagRst == 0 {
-			continue
-		}
-		f, ok := parseOutbound(pkt.NetworkHeader().Slice(), tcpHdr, pkt.Data().Size())
-		if !ok || !t.suppress(f.flow) {
-			continue
-		}
-		if drop == nil {
-			drop = make([]bool, pkts.Len())
-		}
-		drop[i] = true
-	}
-	if drop == nil {
-		return t.Endpoint.WritePackets(pkts)
-	}
-	return writeKept(&t.Endpoint, pkts, drop)
+func (t *Table) Outbound(f wire.Fields, _ *stack.PacketBuffer) bool {
+	return f.Flags&header.TCPFlagRst != 0 && t.suppress(f.Flow)
 }
 
 // suppress reports whether a RST of fl is one to drop: fl is in the
 // table and the stack has no live connection of it.
-func (t *timeWaitTable) suppress(fl flow) bool {
+func (t *Table) suppress(fl wire.Flow) bool {
 	t.mu.Lock()
-	_, ok := t.entries.get(fl)
+	_, ok := t.entries.Get(fl)
 	t.mu.Unlock()
 	if !ok {
 		return false
 	}
 	if t.live(fl) {
 		t.mu.Lock()
-		if _, ok := t.entries.get(fl); ok {
-			t.entries.delete(fl)
-			t.count.Store(int32(t.entries.len()))
+		if _, ok := t.entries.Get(fl); ok {
+			t.entries.Delete(fl)
+			t.count.Store(int32(t.entries.Len()))
 			t.stats.Reopened.Add(1)
 		}
 		t.mu.Unlock()
@@ -340,17 +310,13 @@ func (t *timeWaitTable) suppress(fl flow) bool {
 }
 
 // live reports whether the stack has a connection (not a listener) for fl.
-func (t *timeWaitTable) live(fl flow) bool {
-	if t.stack == nil {
-		return false
-	}
-	netProto, id := fl.endpointID()
-	tep, ok := t.stack.FindTransportEndpoint(netProto, header.TCPProtocolNumber, id, nicID).(*tcp.Endpoint)
-	return ok && tep.EndpointState() != tcp.StateListen
+func (t *Table) live(fl wire.Flow) bool {
+	_, ok := layer.Connection(t.stack, fl)
+	return ok
 }
 
 // tsValOf returns the TSval of the segment's timestamp option, if it has
-// one; b starts with the IP header (parseInbound accepted it).
+// one; b starts with the IP header (wire.ParseInbound accepted it).
 func tsValOf(b []byte) (uint32, bool) {
 	ipLen := header.IPv6MinimumSize
 	if b[0]>>4 == 4 {
@@ -368,31 +334,31 @@ func tsValOf(b []byte) (uint32, bool) {
 // ack builds the TCP header of tund's ACK in TIME-WAIT, as gVisor's
 // sendAck would: SND.NXT, RCV.NXT, the last window and, with timestamps,
 // tund's clock and the last TSval seen.
-func (t *timeWaitTable) ack(fl flow, e *twEntry, now int64) []byte {
+func (t *Table) ack(fl wire.Flow, e *twEntry, now int64) []byte {
 	n := header.TCPMinimumSize
 	if e.ts {
 		n += 12 // NOP, NOP, TS: gVisor's layout
 	}
 	b := make([]byte, n)
 	header.TCP(b).Encode(&header.TCPFields{
-		SrcPort: fl.localPort, DstPort: fl.remotePort, SeqNum: e.sndNxt, AckNum: e.rcvNxt,
+		SrcPort: fl.LocalPort, DstPort: fl.RemotePort, SeqNum: e.sndNxt, AckNum: e.rcvNxt,
 		DataOffset: uint8(n), Flags: header.TCPFlagAck, WindowSize: e.window,
 	})
 	if e.ts {
 		b[20], b[21] = header.TCPOptionNOP, header.TCPOptionNOP
-		header.EncodeTSOption(e.tsBase+msOf(now), e.tsEcr, b[22:])
+		header.EncodeTSOption(e.tsBase+wire.MsOf(now), e.tsEcr, b[22:])
 	}
 	return b
 }
 
 // send writes a TCP segment of fl, with its IP header, to the link below.
-func (t *timeWaitTable) send(fl flow, tcpHdr []byte) {
-	netProto, id := fl.endpointID()
+func (t *Table) send(fl wire.Flow, tcpHdr []byte) {
+	netProto, id := fl.EndpointID()
 	tcp := header.TCP(tcpHdr)
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, id.LocalAddress, id.RemoteAddress, uint16(len(tcpHdr)))
 	tcp.SetChecksum(^tcp.CalculateChecksum(xsum))
 	ipLen := header.IPv4MinimumSize
-	if fl.v6 {
+	if fl.V6 {
 		ipLen = header.IPv6MinimumSize
 	}
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: ipLen + len(tcpHdr) + int(t.MaxHeaderLength())})
@@ -400,7 +366,7 @@ func (t *timeWaitTable) send(fl flow, tcpHdr []byte) {
 	copy(pkt.TransportHeader().Push(len(tcpHdr)), tcpHdr)
 	pkt.TransportProtocolNumber = header.TCPProtocolNumber
 	total := ipLen + len(tcpHdr)
-	if fl.v6 {
+	if fl.V6 {
 		header.IPv6(pkt.NetworkHeader().Push(ipLen)).Encode(&header.IPv6Fields{
 			PayloadLength: uint16(len(tcpHdr)), TransportProtocol: header.TCPProtocolNumber, HopLimit: 64,
 			SrcAddr: id.LocalAddress, DstAddr: id.RemoteAddress,
@@ -414,16 +380,15 @@ func (t *timeWaitTable) send(fl flow, tcpHdr []byte) {
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
 	pkt.NetworkProtocolNumber = netProto
-	writeOne(&t.Endpoint, pkt.IncRef())
+	t.WriteOne(pkt.IncRef())
 }
 
-// timeWaits returns the connections in the table, for the connection
-// table and the state gauge.
-func (t *timeWaitTable) timeWaits() []flow {
+// Flows returns the connections in the table, for the connection table.
+func (t *Table) Flows() []wire.Flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]flow, 0, t.entries.len())
-	t.entries.all(func(fl flow, _ twEntry) bool {
+	out := make([]wire.Flow, 0, t.entries.Len())
+	t.entries.All(func(fl wire.Flow, _ twEntry) bool {
 		out = append(out, fl)
 		return true
 	})
@@ -431,24 +396,11 @@ func (t *timeWaitTable) timeWaits() []flow {
 }
 
 // Len returns how many connections are in the table.
-func (t *timeWaitTable) Len() int { return int(t.count.Load()) }
+func (t *Table) Len() int { return int(t.count.Load()) }
 
-// Attach forgets every TIME-WAIT when the stack detaches: the link is
-// going away, and a connection whose close completed needs nothing more.
-func (t *timeWaitTable) Attach(d stack.NetworkDispatcher) {
-	if d == nil {
-		t.shutdown()
-	}
-	t.Endpoint.Attach(d)
-}
-
-// Close stops the table and closes the link below.
-func (t *timeWaitTable) Close() {
-	t.shutdown()
-	t.Endpoint.Close()
-}
-
-func (t *timeWaitTable) shutdown() {
+// Stop forgets every TIME-WAIT when the stack detaches: the link is going
+// away, and a connection whose close completed needs nothing more.
+func (t *Table) Stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -456,6 +408,9 @@ func (t *timeWaitTable) shutdown() {
 	}
 	t.closed = true
 	close(t.stop)
-	t.entries.clear()
+	t.entries.Clear()
 	t.count.Store(0)
 }
+
+// Stats returns the table's counters.
+func (t *Table) Stats() *Stats { return &t.stats }

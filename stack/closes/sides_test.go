@@ -1,10 +1,13 @@
-package stack
+package closes
 
 import (
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/internal/tcpflag"
+	"github.com/tund/tund/stack/internal/wire"
 )
 
 // TestCloseSides plays the closes of RFC 9293 §3.6 (Figures 12 and 13) and
@@ -76,7 +79,7 @@ func TestCloseSides(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cs := newCloseSides(time.Now())
 			for i, s := range tc.steps {
-				eff := cs.apply(tcpFields{flags: s.flags, seq: s.seq, ack: s.ack, payloadLen: s.len}, s.from, time.Now())
+				eff := cs.apply(wire.Fields{Flags: s.flags, Seq: s.seq, Ack: s.ack, PayloadLen: s.len}, s.from, time.Now())
 				var tundTo, peerTo string
 				for _, c := range eff.changes[:eff.n] {
 					if c.side == tund {
@@ -86,11 +89,11 @@ func TestCloseSides(t *testing.T) {
 					}
 				}
 				if s.changes != 0 && eff.n != s.changes {
-					t.Errorf("step %d (%s %s): %d state changes, want %d: %+v", i, s.from, flagString(s.flags), eff.n, s.changes, eff.changes[:eff.n])
+					t.Errorf("step %d (%s %s): %d state changes, want %d: %+v", i, s.from, tcpflag.String(uint8(s.flags)), eff.n, s.changes, eff.changes[:eff.n])
 				}
 				if tundTo != s.tundTo || peerTo != s.peerTo || eff.finRetx != s.finRetx || eff.ackRetx != s.ackRetx {
 					t.Errorf("step %d (%s %s): tund→%q peer→%q finRetx=%v ackRetx=%v; want tund→%q peer→%q finRetx=%v ackRetx=%v",
-						i, s.from, flagString(s.flags), tundTo, peerTo, eff.finRetx, eff.ackRetx, s.tundTo, s.peerTo, s.finRetx, s.ackRetx)
+						i, s.from, tcpflag.String(uint8(s.flags)), tundTo, peerTo, eff.finRetx, eff.ackRetx, s.tundTo, s.peerTo, s.finRetx, s.ackRetx)
 				}
 			}
 		})
