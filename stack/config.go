@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tund/tund/stack/link/faults"
@@ -109,20 +111,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max-conns must not be negative (%d; 0: no limit)", c.MaxConns)
 	}
 	if lo, hi := c.PortRange[0], c.PortRange[1]; c.PortRange != [2]uint16{} && (lo == 0 || lo > hi) {
-		return fmt.Errorf("port-range %d-%d: want two ports with 0 < LO <= HI", lo, hi)
+		return fmt.Errorf("port-range %d-%d: want LO-HI, two ports with 0 < LO <= HI, such as 40000-40099", lo, hi)
 	}
-	for _, f := range append([]faults.Set{c.Faults}, mapValues(c.PortFaults)...) {
+	for _, f := range append([]faults.Set{c.Faults}, slices.Collect(maps.Values(c.PortFaults))...) {
 		if err := f.Validate(); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func mapValues[K comparable, V any](m map[K]V) []V {
-	var v []V
-	for _, x := range m {
-		v = append(v, x)
-	}
-	return v
 }

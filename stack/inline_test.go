@@ -10,7 +10,7 @@ import (
 	"github.com/tund/tund/stack/link/inline"
 )
 
-// TestSegmentsProcessedInline pins patch 0013 and inlineEndpoint: once the
+// TestSegmentsProcessedInline pins patch 0013 and the inline endpoint (link/inline): once the
 // device ends bursts, a connection's segment is processed by the goroutine
 // that delivered it, at the end of its burst, so the stack's answer has
 // been written to the link when EndBurst returns. Handed to a processor

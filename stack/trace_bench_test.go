@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/tund/tund/stack/internal/wiretest"
 )
 
 // The tracer's cost, measured where it is paid: BenchmarkClose runs whole
@@ -88,14 +90,11 @@ func cpuTime() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// benchClientAddrs and benchClientPorts give each connection of a run its
-// own 4-tuple: a tuple used again while tund holds it in TIME-WAIT would
-// time a SYN retransmission, not the close.
-const benchClientAddrs, benchClientPorts = 64, 50000
-
+// benchClientAddr is the client end of the i-th connection of a run, on
+// its own 4-tuple (wiretest.ClientAddr).
 func benchClientAddr(i uint32) tcpip.FullAddress {
-	a := i / benchClientPorts % benchClientAddrs
-	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{198, 18, 1, byte(1 + a)}), Port: uint16(10000 + i%benchClientPorts)}
+	a := wiretest.ClientAddr(i)
+	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(a.Addr().As4()), Port: a.Port()}
 }
 
 // benchServe answers each connection as tund's http service answers a
@@ -136,8 +135,8 @@ func benchPair(b *testing.B, noTrace bool) (*Stack, *gstack.Stack) {
 	if err := client.CreateNIC(1, clientLink); err != nil {
 		b.Fatal(err)
 	}
-	for i := range uint32(benchClientAddrs) {
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: benchClientAddr(i * benchClientPorts).Addr.WithPrefix()}
+	for i := range uint32(wiretest.ClientAddrs) {
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: benchClientAddr(i * wiretest.ClientPorts).Addr.WithPrefix()}
 		if err := client.AddProtocolAddress(1, pa, gstack.AddressProperties{}); err != nil {
 			b.Fatal(err)
 		}

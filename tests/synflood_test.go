@@ -52,6 +52,12 @@ const (
 // drops on a full ring; that count is logged.
 func TestSYNFlood(t *testing.T) {
 	ns := newNS(t)
+	// A new namespace inherits the root's IPv4 forwarding, on wherever
+	// Docker runs. Forwarding, the kernel would send tund's SYN|ACKs to
+	// the spoofed source straight back into the device (the source is
+	// on-link), and tund would read its own packets: a quarter of what it
+	// read, under load, dropped by gVisor as from its own address.
+	ns.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=0")
 	td := startTund(t, ns)
 	admin := newAdminClient(ns)
 
@@ -192,10 +198,11 @@ func TestSYNFlood(t *testing.T) {
 	cookiesRcvd := delta("tund_tcp_listen_overflow_syn_cookies_received_total")
 	synDrop := delta("tund_tcp_listen_overflow_syn_drop_total")
 	dropped := delta("tund_dropped_packets_total")
+	sendErrors := delta("tund_stack_tcp_segment_send_errors_total")
 	pending := after[`tund_tcp_connections{state="SYN-RECEIVED"}`]
 	t.Logf("hping3 sent %d SYNs in %v; the kernel's TUN queue passed %d packets to tund and dropped %d", sent, synFloodFor, read, txAfter.dropped-txBefore.dropped)
-	t.Logf("tund: %v SYN cookies sent, %v received, %v SYNs dropped for a full accept queue, %v packets dropped by the stack, %v handshakes pending",
-		cookiesSent, cookiesRcvd, synDrop, dropped, pending)
+	t.Logf("tund: %v SYN cookies sent, %v received, %v SYNs dropped for a full accept queue, %v packets dropped by the stack, %v SYN|ACKs the device refused, %v handshakes pending",
+		cookiesSent, cookiesRcvd, synDrop, dropped, sendErrors, pending)
 	t.Logf("during the flood: %d echo exchanges on %d held connections, %d new http and %d new echo connections", exchanges, len(held), newHTTP, newEcho)
 	t.Logf("tund RSS: %.1f MiB before, peak %.1f MiB during, %.1f MiB after (bound %d MiB)",
 		float64(rssBefore)/(1<<20), float64(peakRSS)/(1<<20), float64(rssAfter)/(1<<20), synFloodRSSMax>>20)
@@ -205,9 +212,9 @@ func TestSYNFlood(t *testing.T) {
 	}
 	// Every packet tund read is either flood (one SYN each) or the test's
 	// own traffic, which is a few thousand packets at most. Most of what
-	// it read must show as answered or dropped; runs show 92 to 96%, the
-	// rest being the test's own traffic and SYN|ACKs that could not be
-	// sent.
+	// it read must show as answered or dropped; runs show 88 to 99%, the
+	// rest being the test's own traffic and the SYNs that reach one of the
+	// pending handshakes (the flood's source ports wrap around).
 	accounted := cookiesSent + synDrop + dropped + pending
 	t.Logf("accounted for in /metrics: %.1f%% of the packets tund read", 100*accounted/float64(read))
 	if accounted < 0.8*float64(read) {

@@ -125,7 +125,7 @@ var (
 var kindNames = [...]string{KindFourWay, KindThreeWay, KindSimultaneous, KindReset, KindFinWait2Timeout,
 	KindRetransmitLimit, KindHalfClosePolicy, KindUnfinished}
 
-// initiators are the Close.Initiator values, in counter order.
+// initiators are the Record.Initiator values, in counter order.
 var initiators = [...]string{SideTund, SidePeer, SideBoth}
 
 // resetReasons are the Reset* reasons, in counter order.

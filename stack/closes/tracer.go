@@ -163,8 +163,14 @@ func (t *Tracer) sweeper() {
 	}
 }
 
-// Stop stops the sweeper.
-func (t *Tracer) Stop() { close(t.stop) }
+// Stop stops the sweeper; once is enough (Layer stops a rule once).
+func (t *Tracer) Stop() {
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+	}
+}
 
 // Watching: every segment, both ways.
 func (t *Tracer) Watching(layer.Direction) bool { return true }

@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
 	"github.com/tund/tund/stack/internal/wire"
+	"github.com/tund/tund/stack/internal/wiretest"
 )
 
 // BenchmarkSegment and BenchmarkTraceClose time the tracer alone; package
@@ -77,7 +78,7 @@ func BenchmarkTraceClose(b *testing.B) {
 	)
 	b.ReportAllocs()
 	for i := range b.N {
-		fl := wire.FlowOf(netip.MustParseAddrPort("198.18.0.2:80"), netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(1 + i/50000%64)}), uint16(10000+i%50000)))
+		fl := wire.FlowOf(netip.MustParseAddrPort("198.18.0.2:80"), wiretest.ClientAddr(uint32(i)))
 		seg := func(from string, flags header.TCPFlags, seq, ack uint32, n int) {
 			tr.segment(wire.Fields{Flow: fl, Flags: flags, Seq: seq, Ack: ack, PayloadLen: n}, from)
 		}

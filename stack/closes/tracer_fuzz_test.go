@@ -36,7 +36,7 @@ const (
 	traceNoTimeWait = 1 << 1 // config: MSL 0, no TIME-WAIT to follow
 )
 
-// closeKinds is the documented set of Close.Kind, and the kinds that only a
+// closeKinds is the documented set of Record.Kind, and the kinds that only a
 // sweep (a close that saw no segment for the linger time) may file.
 var (
 	closeKinds = []string{KindFourWay, KindThreeWay, KindSimultaneous, KindReset, KindFinWait2Timeout,

@@ -52,17 +52,28 @@ type Rule interface {
 	Stop()
 }
 
+// An OutboundFilter is a Rule that needs to see only the segments it sends
+// that carry one of the flags OutboundFlags names: the others pass without
+// being parsed.
+type OutboundFilter interface {
+	OutboundFlags() header.TCPFlags
+}
+
 // Layer is a link endpoint that runs a Rule over the segments crossing it.
 // Embed it, and call Init.
 type Layer struct {
 	nested.Endpoint
-	rule Rule
-	stop sync.Once
+	rule     Rule
+	outFlags header.TCPFlags // 0: every outbound segment (see OutboundFilter)
+	stop     sync.Once
 }
 
 // Init nests the layer over child, with rule deciding.
 func (l *Layer) Init(child stack.LinkEndpoint, rule Rule) {
 	l.rule = rule
+	if f, ok := rule.(OutboundFilter); ok {
+		l.outFlags = f.OutboundFlags()
+	}
 	l.Endpoint.Init(child, l)
 }
 
@@ -92,7 +103,11 @@ func (l *Layer) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
 			continue
 		}
-		f, ok := wire.ParseOutbound(pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice(), pkt.Data().Size())
+		th := pkt.TransportHeader().Slice()
+		if l.outFlags != 0 && (len(th) < header.TCPMinimumSize || header.TCP(th).Flags()&l.outFlags == 0) {
+			continue
+		}
+		f, ok := wire.ParseOutbound(pkt.NetworkHeader().Slice(), th, pkt.Data().Size())
 		if !ok || !l.rule.Outbound(f, pkt) {
 			continue
 		}

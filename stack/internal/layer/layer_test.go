@@ -127,3 +127,32 @@ func TestLayer(t *testing.T) {
 		t.Errorf("stopped %d times, want once", r.stops)
 	}
 }
+
+// finRule is a rule that asks to see only the FINs it sends.
+type finRule struct{ rule }
+
+func (*finRule) OutboundFlags() header.TCPFlags { return header.TCPFlagFin }
+
+// TestLayerOutboundFilter: a rule that names the flags it needs is shown
+// only the segments with one of them; the others are written untouched.
+func TestLayerOutboundFilter(t *testing.T) {
+	ch := channel.New(8, 1500, "")
+	r := &finRule{rule{on: true}}
+	var l layerUnderTest
+	l.Init(ch, r)
+	var pkts stack.PacketBufferList
+	for _, flags := range []header.TCPFlags{header.TCPFlagAck, header.TCPFlagFin | header.TCPFlagAck, header.TCPFlagRst} {
+		pkts.PushBack(outbound(flags))
+	}
+	if n, err := l.WritePackets(pkts); n != 3 || err != nil {
+		t.Fatalf("WritePackets = %d, %v; want 3, nil", n, err)
+	}
+	pkts.Reset()
+	if r.out != 1 || len(r.keptFINs) != 1 || ch.NumQueued() != 2 {
+		t.Errorf("the rule saw %d segments and kept %d, %d written; want the FIN alone seen and kept, 2 written", r.out, len(r.keptFINs), ch.NumQueued())
+	}
+	for _, p := range r.keptFINs {
+		p.DecRef()
+	}
+	ch.Drain()
+}

@@ -13,10 +13,11 @@ import (
 // The segment parsers read every packet that crosses the device, both ways,
 // before gVisor has judged it: whatever the peer sends reaches them first.
 // These fuzz targets hold them to gVisor's own reading of the same bytes.
-// Seeds from real captures are in testdata/fuzz (see its README).
+// Seeds from real captures are in testdata/fuzz (see
+// stack/testdata/README.md).
 
-// FuzzParseInbound feeds arbitrary packets to wire.ParseInbound as the tracer and
-// the merge call it: the first wire.MaxPeek bytes, and the packet's size.
+// FuzzParseInbound feeds arbitrary packets to wire.ParseInbound as the
+// layers call it: the first wire.MaxPeek bytes, and the packet's size.
 func FuzzParseInbound(f *testing.F) {
 	for _, p := range [][]byte{
 		nil,
@@ -65,7 +66,7 @@ func FuzzParseInbound(f *testing.F) {
 		network, transport := wiretest.Reverse(pkt)
 		out, ok := wire.ParseOutbound(network, transport, got.PayloadLen)
 		if !ok || out.Flow != got.Flow {
-			t.Fatalf("the wiretest.Reverse segment parses as %+v, %v; want wire.Flow %+v", out, ok, got.Flow)
+			t.Fatalf("the reversed segment parses as %+v, %v; want flow %+v", out, ok, got.Flow)
 		}
 	})
 }

@@ -121,6 +121,7 @@ type Record struct {
 	PayloadLen int
 }
 
+// RecordSize is the size of an encoded Record.
 const RecordSize = 12
 
 // Records decodes b, ignoring a trailing partial Record, at most max.
@@ -192,3 +193,15 @@ func GVisorTCP(pkt []byte) (f wire.Fields, ok bool) {
 // LastSteps returns the last 20 steps of a fuzzed run, for its failure
 // message.
 func LastSteps(steps []string) []string { return steps[max(0, len(steps)-20):] }
+
+// ClientAddrs and ClientPorts give the i-th connection of a benchmark its
+// own client address and port: a 4-tuple used again while tund holds it in
+// TIME-WAIT would time a SYN retransmission, not the close.
+const ClientAddrs, ClientPorts = 64, 50000
+
+// ClientAddr is the client end of the i-th connection of a benchmark, in
+// 198.18.1.0/24.
+func ClientAddr(i uint32) netip.AddrPort {
+	a := i / ClientPorts % ClientAddrs
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(1 + a)}), uint16(10000+i%ClientPorts))
+}

@@ -1,7 +1,9 @@
 package faults
 
 import (
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,19 +69,11 @@ type Endpoint struct {
 // nil, is told of each segment a fault takes.
 func New(child stack.LinkEndpoint, def Set, ports map[uint16]Set, obs Observer, in *InboundLoss, stats *Stats) *Endpoint {
 	e := &Endpoint{def: def, ports: ports, flows: make(map[wire.Flow]*faultFlow), observer: obs, lossIn: in, stats: stats}
-	for _, f := range append([]Set{def}, mapValues(ports)...) {
+	for _, f := range append([]Set{def}, slices.Collect(maps.Values(ports))...) {
 		e.follow = e.follow || f.follows()
 	}
 	e.Init(child, e)
 	return e
-}
-
-func mapValues[K comparable, V any](m map[K]V) []V {
-	var v []V
-	for _, x := range m {
-		v = append(v, x)
-	}
-	return v
 }
 
 // For returns the faults of tund's port localPort: its own, or def.

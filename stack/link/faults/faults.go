@@ -75,6 +75,7 @@ func ParseProbability(s string) (float64, error) {
 // IsZero reports a Chance that never strikes.
 func (c Chance) IsZero() bool { return !c.Once && c.P == 0 }
 
+// String spells the Chance as flags take it: once, or the probability.
 func (c Chance) String() string {
 	if c.Once {
 		return "once"
@@ -178,7 +179,7 @@ func (s *Stats) add(name string) {
 	}
 }
 
-// Set sets the fault named key (DropFIN, ...) from its textual value,
+// Parse sets the fault named key (DropFIN, ...) from its textual value,
 // as a service option or a flag spells it: a Chance for the drops, a
 // duration for delay-fin, a probability for the losses, nothing (or true)
 // for no-fin. known is false for a key that names no fault.

@@ -38,7 +38,7 @@ func TestFaultLoss(t *testing.T) {
 	}
 }
 
-func TestFaultsSet(t *testing.T) {
+func TestSetParse(t *testing.T) {
 	for _, c := range []struct {
 		key, value string
 		want       Set

@@ -1,6 +1,6 @@
-// Package inline is the link endpoint that has TCP
-// process the segments of a burst of packets on the goroutine that read
-// them, when the burst ends (gVisor patch 0013).
+// Package inline is the link endpoint that has TCP process the segments of
+// a burst of packets on the goroutine that read them, when the burst ends
+// (gVisor patch 0013).
 package inline
 
 import (
@@ -12,10 +12,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// Endpoint has TCP process
-// inbound segments on the goroutine that read their packets (gVisor patch
-// 0013), a burst at a time, instead of handing each to one of gVisor's
-// processor goroutines.
+// Endpoint has TCP process inbound segments on the goroutine that read
+// their packets (gVisor patch 0013), a burst at a time, instead of handing
+// each to one of gVisor's processor goroutines.
 //
 // The hand-off costs a goroutine wake-up per segment: for a small request
 // that is a good part of its cost, and on two cores the processors and the

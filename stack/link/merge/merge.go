@@ -119,7 +119,7 @@ func (e *Endpoint) Watching(dir layer.Direction) bool {
 // window, RFC 5961), and a held ACK that goes out late to a peer that did
 // reset costs only its RST.
 func (e *Endpoint) Inbound(f wire.Fields, _ []byte) bool {
-	if f.Flags&header.TCPFlagFin == 0 {
+	if f.Flags&header.TCPFlagFin == 0 || f.Flags&header.TCPFlagRst != 0 {
 		return true
 	}
 	now := time.Now()

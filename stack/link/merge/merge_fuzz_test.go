@@ -27,7 +27,7 @@ import (
 
 // The FIN/ACK merge withholds a segment the stack asked to send: a bug
 // there loses an ACK (the peer retransmits its FIN until it gives up) or
-// sends one late, after a newer segment. FuzzMerge drives a mergeEndpoint
+// sends one late, after a newer segment. FuzzMerge drives an Endpoint
 // with arbitrary inbound packets and outbound segments and checks it
 // against the rules in its doc comment, as a model:
 //
@@ -44,7 +44,7 @@ import (
 //     packet goes on up.
 //
 // established() asks a real gVisor stack: the fixture connects a few flows
-// to it by hand (as peer_test.go does), and the fuzzed endpoint looks its
+// to it by hand (as package stack's peer tests do), and the fuzzed endpoint looks its
 // flows up there. The fuzzed packets themselves never reach that stack, so
 // its endpoints keep their states across iterations.
 
@@ -142,6 +142,8 @@ var mergeSeeds = func() []struct {
 		// A RST of ours drops the held ACK; detaching drops the next one.
 		{"reset", wiretest.EncodeRecords([]byte{1}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), out(e4, rst|ack, 500, 101, 0),
 			in(e6, fin|ack, 1, 2), out(e6, ack, 2, 2, 0), special(e6, mergeSweep), special(e6, mergeDetach), in(e6, fin|ack, 1, 2)), 0, 0, 0, 0},
+		// A FIN with RST is a RST: not acted on.
+		{"finrst", wiretest.EncodeRecords([]byte{1}, in(e4, fin|rst|ack, 100, 500), out(e4, ack, 500, 101, 0)), 0, 0, 0, 0},
 		// Real timers.
 		{"timers", wiretest.EncodeRecords([]byte{2}, in(e4, fin|ack, 100, 500), out(e4, ack, 500, 101, 0), in(e6, fin|ack, 1, 2), out(e6, ack, 2, 2, 0)), 0, 0, 0, 0},
 	}

@@ -276,6 +276,9 @@ func newIncarnation(f wire.Fields, b []byte, e *twEntry) bool {
 	return int32(f.Seq-e.rcvNxt) > 0
 }
 
+// OutboundFlags: only the stack's RSTs matter to the table (see Outbound).
+func (t *Table) OutboundFlags() header.TCPFlags { return header.TCPFlagRst }
+
 // Outbound keeps the stack from resetting a connection that is in the
 // table. Segments that were waiting in the old endpoint's queue when it
 // handed its TIME-WAIT over go to the listener as the endpoint closes, and
