@@ -24,6 +24,7 @@ type closeRecord struct {
 	ACKRetransmits int    `json:"ack_retransmits"`
 	FinalACKLost   bool   `json:"final_ack_lost"`
 	Segments       []struct {
+		At        time.Time
 		From      string
 		Flags     string
 		Seq       uint32
