@@ -66,6 +66,62 @@ type endedClose struct {
 	kind      uint8  // index in kindNames
 	initiator uint8  // index in initiators
 	lead      leadSegment
+	late      lateRetransmits
+}
+
+// lateRetransmits follows the FINs sent again after a close completed,
+// which its record takes (a FIN crossing the ACK that acknowledged it, or
+// sent again because that ACK was lost on the way), and the pure ACKs that
+// answer them, which are ACKs sent again (Record.ACKRetransmits).
+type lateRetransmits struct {
+	fin      [2]uint32 // each side's FIN, where finSent has its bit
+	finSent  uint8     // bit per side (1 << side)
+	awaitACK uint8     // bit per side whose late FIN the other side has not answered
+}
+
+// finAgain reports whether f, a FIN of side s, is s's FIN sent again, and
+// notes that the other side's ACK of it is due (t.lateACKs counts those).
+func (t *Tracer) finAgain(l *lateRetransmits, f wire.Fields, s side) bool {
+	if f.Flags&header.TCPFlagFin == 0 || l.finSent&(1<<s) == 0 || f.Seq+uint32(f.PayloadLen) != l.fin[s] {
+		return false
+	}
+	if l.awaitACK&(1<<s) == 0 {
+		l.awaitACK |= 1 << s
+		t.lateACKs.Add(1)
+	}
+	return true
+}
+
+// ackAgain reports whether f, a pure ACK of side s, answers the other
+// side's late FIN.
+func (t *Tracer) ackAgain(l *lateRetransmits, f wire.Fields, s side) bool {
+	o := s.other()
+	if l.awaitACK&(1<<o) == 0 || f.Ack != l.fin[o]+1 {
+		return false
+	}
+	l.awaitACK &^= 1 << o
+	t.lateACKs.Add(-1)
+	return true
+}
+
+// forget gives back the ACKs l still awaited (its close is forgotten).
+func (t *Tracer) forget(l *lateRetransmits) {
+	for s := range 2 {
+		if l.awaitACK&(1<<s) != 0 {
+			t.lateACKs.Add(-1)
+		}
+	}
+	l.awaitACK = 0
+}
+
+func lateOf(cs *closeSides) lateRetransmits {
+	l := lateRetransmits{fin: cs.fin}
+	for s := range 2 {
+		if cs.finSent[s] {
+			l.finSent |= 1 << s
+		}
+	}
+	return l
 }
 
 // lateWindow is how long a close that ended takes late segments: a few
@@ -88,6 +144,10 @@ type timeWait struct {
 	tundFIN        uint32
 	peerFIN        uint32
 	kind           uint8 // index in kindNames
+	// awaitACK: tund sent its FIN again after the close completed (it
+	// crossed the peer's ACK of it); the peer's ACK of that is an ACK sent
+	// again (t.lateACKs counts it).
+	awaitACK bool
 }
 
 // Tracer is the layer (see package layer) that records every close as the
@@ -104,8 +164,11 @@ type Tracer struct {
 	timeWaits wire.FlowMap[timeWait]
 	// ended are the other closes that ended, for lateWindow; due lists
 	// those not yet counted, oldest first.
-	ended     wire.FlowMap[endedClose]
-	nEnded    atomic.Int32 // ended.Len(), read without the lock
+	ended  wire.FlowMap[endedClose]
+	nEnded atomic.Int32 // ended.Len(), read without the lock
+	// lateACKs counts the late FINs whose ACK is due (lateRetransmits,
+	// timeWait.awaitACK): while there are any, pure ACKs take the lock.
+	lateACKs  atomic.Int32
 	due       []wire.Flow
 	sweepAt   int
 	linger    time.Duration       // how long a close with no segment is followed
@@ -202,8 +265,10 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 		// A SYN may start a new incarnation of a flow: a peer's may end a
 		// TIME-WAIT, and either side's ends a close that ended lately. So
 		// SYNs take the lock (once each way per connection) while such
-		// closes are remembered; no other segment of a quiet flow does.
-		if f.Flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0 {
+		// closes are remembered, and pure ACKs while a late FIN awaits its
+		// ACK (rare); no other segment of a quiet flow does.
+		lateACK := f.Flags == header.TCPFlagAck && f.PayloadLen == 0 && t.lateACKs.Load() > 0
+		if !lateACK && (f.Flags&header.TCPFlagSyn == 0 || (from == SideTund || t.waiting.Load() == 0) && t.nEnded.Load() == 0) {
 			return
 		}
 	}
@@ -218,6 +283,11 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 		// A new incarnation: the close that ended takes no more segments.
 		t.forgetEnded(f.Flow)
 	}
+	if st == nil && !closing && f.Flags == header.TCPFlagAck && f.PayloadLen == 0 && t.lateACKs.Load() > 0 {
+		if rec := t.lateACKLocked(f, sideOf(from)); rec != nil {
+			t.log.amend(rec)
+		}
+	}
 	if st == nil && !closing && (from == SideTund || f.Flags&header.TCPFlagSyn == 0) {
 		// A segment of a flow that is not closing, while others are: only
 		// a peer's SYN can matter (it may end a TIME-WAIT).
@@ -227,6 +297,13 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 	// The clock is read only for segments that are recorded: it costs as
 	// much as the rest of the fast path.
 	now := time.Now()
+	if st == nil && from == SideTund && f.Flags&header.TCPFlagFin != 0 && t.timeWaits.Len() > 0 {
+		if rec, handled := t.timeWaitFINAgain(f, now); handled {
+			t.log.amend(rec)
+			t.mu.Unlock()
+			return
+		}
+	}
 	if st == nil && from == SidePeer && t.timeWaits.Len() > 0 {
 		var handled bool
 		st, amended, handled = t.timeWaitSegment(f, now)
@@ -301,7 +378,7 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 			t.waiting.Store(int32(t.timeWaits.Len()))
 		} else if t.ended.Len() < maxOpenCloses {
 			t.forgetEnded(f.Flow) // counts a close of an earlier incarnation
-			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead}
+			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead, late: lateOf(&st.sides)}
 			if pending {
 				e.countDue = wire.MonoOf(now.Add(crossWindow))
 				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
@@ -334,6 +411,7 @@ func (t *Tracer) countEnded(e *endedClose) {
 // forgetEnded forgets the ended close of fl, if any, counting it first.
 func (t *Tracer) forgetEnded(fl wire.Flow) {
 	if e, ok := t.ended.Get(fl); ok {
+		t.forget(&e.late)
 		t.countEnded(&e)
 		t.ended.Delete(fl)
 		t.nEnded.Store(int32(t.ended.Len()))
@@ -401,15 +479,80 @@ func (t *Tracer) lateSegment(f wire.Fields, from string, reason string, now time
 		}
 		t.countEnded(&e)
 	}
-	if rec != nil {
-		if len(rec.Segments) < maxCloseSegments {
-			rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen})
-		} else {
-			rec.Truncated = true
+	if t.finAgain(&e.late, f, sideOf(from)) {
+		t.log.counters.countRetransmit(sideOf(from), false)
+		if rec != nil {
+			rec.FINRetransmits++
 		}
-		rec.End = now
+	}
+	if rec != nil {
+		addLate(rec, f, from, now)
 	}
 	t.ended.Set(f.Flow, e)
+	return rec, true
+}
+
+// addLate adds a segment that came after its close completed to a copy of
+// its record.
+func addLate(rec *Record, f wire.Fields, from string, now time.Time) {
+	if len(rec.Segments) < maxCloseSegments {
+		rec.Segments = append(rec.Segments, Segment{At: now, From: from, Flags: tcpflag.String(uint8(f.Flags)), Seq: f.Seq, Ack: f.Ack, Len: f.PayloadLen})
+	} else {
+		rec.Truncated = true
+	}
+	rec.End = now
+}
+
+// lateACKLocked takes a pure ACK of side s that answers a FIN the other
+// side sent again after their close completed: an ACK sent again, counted
+// and added to the close's record, which it returns to amend (nil if the
+// ACK answers no late FIN, or the log no longer keeps the record).
+func (t *Tracer) lateACKLocked(f wire.Fields, s side) *Record {
+	if e, ok := t.ended.Get(f.Flow); ok && t.ackAgain(&e.late, f, s) {
+		t.ended.Set(f.Flow, e)
+		t.log.counters.countRetransmit(s, true)
+		base := t.log.record(e.id)
+		if base == nil {
+			return nil
+		}
+		rec := *base
+		rec.Segments = append([]Segment(nil), base.Segments...)
+		rec.ACKRetransmits++
+		addLate(&rec, f, s.String(), time.Now())
+		return &rec
+	}
+	if tw, ok := t.timeWaits.Get(f.Flow); ok && s == peerSide && tw.awaitACK && f.Ack == tw.tundFIN+1 {
+		tw.awaitACK = false
+		t.lateACKs.Add(-1)
+		t.timeWaits.Set(f.Flow, tw)
+		t.log.counters.countRetransmit(s, true)
+		now := time.Now()
+		rec := t.filedRecord(f.Flow, tw, now)
+		rec.ACKRetransmits++
+		addLate(rec, f, s.String(), now)
+		return rec
+	}
+	return nil
+}
+
+// timeWaitFINAgain takes tund's FIN sent again after its close completed
+// with tund in TIME-WAIT (it crossed the peer's ACK of it): counted, added
+// to the close's record (returned, to amend), and the peer's ACK of it is
+// then an ACK sent again. handled is false for any other segment.
+func (t *Tracer) timeWaitFINAgain(f wire.Fields, now time.Time) (rec *Record, handled bool) {
+	tw, ok := t.timeWaits.Get(f.Flow)
+	if !ok || f.Seq+uint32(f.PayloadLen) != tw.tundFIN || wire.MonoOf(now) > tw.expires {
+		return nil, false
+	}
+	if !tw.awaitACK {
+		tw.awaitACK = true
+		t.lateACKs.Add(1)
+		t.timeWaits.Set(f.Flow, tw)
+	}
+	t.log.counters.countRetransmit(tund, false)
+	rec = t.filedRecord(f.Flow, tw, now)
+	rec.FINRetransmits++
+	addLate(rec, f, SideTund, now)
 	return rec, true
 }
 
@@ -473,6 +616,9 @@ func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, 
 		return nil, nil, false
 	case f.Flags&header.TCPFlagFin != 0 && f.Seq+uint32(f.PayloadLen) == tw.peerFIN:
 		t.log.counters.finalACKLost.Add(1)
+		if tw.awaitACK {
+			t.lateACKs.Add(-1) // the reopened close follows tund's FIN again
+		}
 		t.timeWaits.Delete(f.Flow)
 		t.waiting.Store(int32(t.timeWaits.Len()))
 		st = &closeState{reopened: true, rec: *t.filedRecord(f.Flow, tw, now), sides: newCloseSides(now)}
@@ -505,6 +651,9 @@ func (t *Tracer) filedRecord(fl wire.Flow, tw timeWait, now time.Time) *Record {
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
 func (t *Tracer) endTimeWaitLocked(fl wire.Flow, tw timeWait, end time.Time) {
 	t.log.counters.observe(tcpstate.TimeWait, end.Sub(wire.TimeOf(tw.since)))
+	if tw.awaitACK {
+		t.lateACKs.Add(-1)
+	}
 	t.timeWaits.Delete(fl)
 	t.waiting.Store(int32(t.timeWaits.Len()))
 }
@@ -644,6 +793,7 @@ func (t *Tracer) sweepLocked(now time.Time) {
 	t.countDueLocked(now)
 	t.ended.All(func(fl wire.Flow, e endedClose) bool {
 		if wire.MonoOf(now) > e.expires {
+			t.forget(&e.late)
 			t.countEnded(&e)
 			t.ended.Delete(fl)
 		}

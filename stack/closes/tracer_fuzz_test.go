@@ -113,9 +113,25 @@ func FuzzTracer(f *testing.F) {
 			tr.mu.Lock()
 			open, nCloses := tr.open.Load(), len(tr.closes)
 			waiting, nWaits := tr.waiting.Load(), tr.timeWaits.Len()
+			// Every late FIN whose ACK is due is in an entry still kept.
+			awaited := 0
+			tr.ended.All(func(_ wire.Flow, e endedClose) bool {
+				awaited += int(e.late.awaitACK&1 + e.late.awaitACK>>1&1)
+				return true
+			})
+			tr.timeWaits.All(func(_ wire.Flow, tw timeWait) bool {
+				if tw.awaitACK {
+					awaited++
+				}
+				return true
+			})
+			lateACKs := tr.lateACKs.Load()
 			tr.mu.Unlock()
 			if int(open) != nCloses || int(waiting) != nWaits {
 				fail("open = %d with %d closes, waiting = %d with %d TIME-WAITs", open, nCloses, waiting, nWaits)
+			}
+			if int(lateACKs) != awaited {
+				fail("lateACKs = %d with %d late FINs awaiting their ACK", lateACKs, awaited)
 			}
 			if r.Ctl&traceSweep != 0 && nCloses+nWaits != 0 {
 				fail("a sweep past every deadline left %d closes and %d TIME-WAITs", nCloses, nWaits)

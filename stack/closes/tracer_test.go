@@ -38,3 +38,75 @@ func TestTraceKindPastTruncation(t *testing.T) {
 		t.Errorf("kind %s, want three-way", recs[0].Kind)
 	}
 }
+
+// TestTraceLateRetransmits: a FIN sent again after its close completed
+// (it crossed the ACK that acknowledged it) and the other side's ACK of it
+// are a FIN and an ACK sent again, counted and added to the close's record,
+// whether tund is in TIME-WAIT (it closed first) or CLOSED (the peer did).
+func TestTraceLateRetransmits(t *testing.T) {
+	const A, F = header.TCPFlagAck, header.TCPFlagFin | header.TCPFlagAck
+	type seg struct {
+		from     string
+		flags    header.TCPFlags
+		seq, ack uint32
+	}
+	for _, tc := range []struct {
+		name     string
+		segs     []seg
+		finSide  string // the side that sends its FIN again
+		ackSide  string
+		tundWait bool
+	}{
+		{"tund in TIME-WAIT", []seg{
+			// (The peer's FIN|ACK acknowledges tund's FIN: a tracer without a
+			// stack takes a FIN in FIN-WAIT-2 for one that came too late.)
+			{SideTund, F, 100, 500}, {SidePeer, F, 500, 101}, {SideTund, A, 101, 501},
+			{SideTund, F, 100, 500}, // sent again before the peer's FIN|ACK arrived
+			{SidePeer, A, 501, 101}, // the peer's answer: its ACK again
+		}, SideTund, SidePeer, true},
+		{"tund CLOSED", []seg{
+			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501}, {SidePeer, A, 501, 101},
+			{SideTund, F, 100, 501},
+			{SidePeer, A, 501, 101},
+		}, SideTund, SidePeer, false},
+		{"the peer's FIN again, tund CLOSED", []seg{
+			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501}, {SidePeer, A, 501, 101},
+			{SidePeer, F, 500, 101}, // crossed tund's FIN|ACK
+			{SideTund, A, 101, 501},
+		}, SidePeer, SideTund, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := NewLog()
+			tr := NewTracer(channel.New(1, 1500, ""), Config{Linger: time.Hour, TimeWait: time.Hour}, log, nil)
+			defer tr.Close()
+			fl := wire.Flow{LocalPort: 80, RemotePort: 40000}
+			for _, s := range tc.segs {
+				tr.segment(wire.Fields{Flow: fl, Flags: s.flags, Seq: s.seq, Ack: s.ack}, s.from)
+			}
+			if got := tr.TimeWaits() == 1; got != tc.tundWait {
+				t.Errorf("tund in TIME-WAIT: %v, want %v", got, tc.tundWait)
+			}
+			recs := log.Records()
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want one: the late segments belong to the close", len(recs))
+			}
+			r := recs[0]
+			if r.FINRetransmits != 1 || r.ACKRetransmits != 1 || len(r.Segments) != len(tc.segs) {
+				t.Errorf("record: %d FINs and %d ACKs sent again, %d segments; want 1, 1, %d: %+v", r.FINRetransmits, r.ACKRetransmits, len(r.Segments), len(tc.segs), r)
+			}
+			st := log.Stats()
+			want := map[RetransmitKey]uint64{{Side: tc.finSide, Segment: "FIN"}: 1, {Side: tc.ackSide, Segment: "ACK"}: 1}
+			if len(st.Retransmits) != 2 || st.Retransmits[RetransmitKey{Side: tc.finSide, Segment: "FIN"}] != 1 || st.Retransmits[RetransmitKey{Side: tc.ackSide, Segment: "ACK"}] != 1 {
+				t.Errorf("counted %v, want %v", st.Retransmits, want)
+			}
+			if n := tr.lateACKs.Load(); n != 0 {
+				t.Errorf("%d late ACKs still awaited", n)
+			}
+			// A second ACK answers nothing: it is not counted again.
+			tr.segment(wire.Fields{Flow: fl, Flags: A, Seq: 600, Ack: 101}, tc.ackSide)
+			if n := log.Stats().Retransmits[RetransmitKey{Side: tc.ackSide, Segment: "ACK"}]; n != 1 {
+				t.Errorf("an ACK that answers no late FIN counted: %d", n)
+			}
+		})
+	}
+}
