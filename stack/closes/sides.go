@@ -77,6 +77,10 @@ type closeSides struct {
 	term    [2]bool
 	lead    leadSegment
 	crossed bool
+	// awaitACK marks a side whose FIN was sent again and not yet answered
+	// by a pure ACK of the other side: that ACK may come after the close
+	// completed (Tracer.lateOf).
+	awaitACK [2]bool
 }
 
 // leadSegment is what the crossing rule needs of a close's first FIN or
@@ -194,8 +198,12 @@ func (cs *closeSides) apply(f wire.Fields, from side, now time.Time) segmentEffe
 	}
 	// The ACK first: a FIN|ACK can acknowledge the other FIN too.
 	if cs.finSent[to] && f.Flags&header.TCPFlagAck != 0 && wire.SeqGE(f.Ack, cs.fin[to]+1) {
+		pure := f.Flags == header.TCPFlagAck && f.PayloadLen == 0
+		if pure {
+			cs.awaitACK[to] = false
+		}
 		if cs.finAcked[to] {
-			eff.ackRetx = f.Flags == header.TCPFlagAck && f.PayloadLen == 0
+			eff.ackRetx = pure
 		} else {
 			cs.finAcked[to] = true
 			cs.carried[to] = f.Flags&header.TCPFlagFin != 0 || f.PayloadLen > 0
@@ -206,6 +214,7 @@ func (cs *closeSides) apply(f wire.Fields, from side, now time.Time) segmentEffe
 		finSeq := f.Seq + uint32(f.PayloadLen)
 		if cs.finSent[from] {
 			eff.finRetx = cs.fin[from] == finSeq
+			cs.awaitACK[from] = cs.awaitACK[from] || eff.finRetx
 		} else {
 			cs.fin[from], cs.finSent[from] = finSeq, true
 			if eff.crossed && cs.state[from] == tcpstate.CloseWait {

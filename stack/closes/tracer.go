@@ -69,23 +69,28 @@ type endedClose struct {
 	late      lateRetransmits
 }
 
-// lateRetransmits follows the FINs sent again after a close completed,
-// which its record takes (a FIN crossing the ACK that acknowledged it, or
-// sent again because that ACK was lost on the way), and the pure ACKs that
-// answer them, which are ACKs sent again (Record.ACKRetransmits).
+// lateRetransmits follows, after a close completed, the FINs sent again
+// (a FIN crossing the ACK that acknowledged it, or sent again because that
+// ACK was lost on the way), which its record takes, and the pure ACKs that
+// answer a FIN sent again, before or after completion: ACKs sent again
+// (Record.ACKRetransmits), as the wire counts them.
 type lateRetransmits struct {
 	fin      [2]uint32 // each side's FIN, where finSent has its bit
 	finSent  uint8     // bit per side (1 << side)
-	awaitACK uint8     // bit per side whose late FIN the other side has not answered
+	awaitACK uint8     // bit per side whose FIN sent again the other side has not answered
+	// reset: a RST ended the close. A FIN sent again after it is counted,
+	// but nothing answers it: neither end sends more once it has read the
+	// other's RST (RFC 9293 §3.10.7.4).
+	reset bool
 }
 
 // finAgain reports whether f, a FIN of side s, is s's FIN sent again, and
 // notes that the other side's ACK of it is due (t.lateACKs counts those).
 func (t *Tracer) finAgain(l *lateRetransmits, f wire.Fields, s side) bool {
-	if f.Flags&header.TCPFlagFin == 0 || l.finSent&(1<<s) == 0 || f.Seq+uint32(f.PayloadLen) != l.fin[s] {
+	if f.Flags&header.TCPFlagFin == 0 || f.Flags&header.TCPFlagRst != 0 || l.finSent&(1<<s) == 0 || f.Seq+uint32(f.PayloadLen) != l.fin[s] {
 		return false
 	}
-	if l.awaitACK&(1<<s) == 0 {
+	if !l.reset && l.awaitACK&(1<<s) == 0 {
 		l.awaitACK |= 1 << s
 		t.lateACKs.Add(1)
 	}
@@ -114,11 +119,17 @@ func (t *Tracer) forget(l *lateRetransmits) {
 	l.awaitACK = 0
 }
 
-func lateOf(cs *closeSides) lateRetransmits {
-	l := lateRetransmits{fin: cs.fin}
+// lateOf takes over what a close that completed left due: the ACKs of the
+// FINs sent again that the other side has not answered yet.
+func (t *Tracer) lateOf(cs *closeSides, reset bool) lateRetransmits {
+	l := lateRetransmits{fin: cs.fin, reset: reset}
 	for s := range 2 {
 		if cs.finSent[s] {
 			l.finSent |= 1 << s
+		}
+		if cs.awaitACK[s] && !reset {
+			l.awaitACK |= 1 << s
+			t.lateACKs.Add(1)
 		}
 	}
 	return l
@@ -139,15 +150,10 @@ const (
 // It is kept by value and small (40 bytes, as many of key): with the
 // compact TIME-WAIT, it is half of what a TIME-WAIT connection costs.
 type timeWait struct {
-	id             uint64 // the filed record
-	since, expires int64  // monotonic nanoseconds (wire.MonoOf)
-	tundFIN        uint32
-	peerFIN        uint32
-	kind           uint8 // index in kindNames
-	// awaitACK: tund sent its FIN again after the close completed (it
-	// crossed the peer's ACK of it); the peer's ACK of that is an ACK sent
-	// again (t.lateACKs counts it).
-	awaitACK bool
+	id             uint64          // the filed record
+	since, expires int64           // monotonic nanoseconds (wire.MonoOf)
+	late           lateRetransmits // both FINs, and the ACKs due
+	kind           uint8           // index in kindNames
 }
 
 // Tracer is the layer (see package layer) that records every close as the
@@ -371,14 +377,19 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 			t.log.amend(amended)
 		}
 		if t.timeWait > 0 && st.sides.state[tund] == tcpstate.TimeWait && t.timeWaits.Len() < maxOpenCloses {
+			// An earlier close of the 4-tuple is over: what it awaited is not.
+			if old, ok := t.timeWaits.Get(f.Flow); ok {
+				t.forget(&old.late)
+			}
+			t.forgetEnded(f.Flow)
 			t.timeWaits.Set(f.Flow, timeWait{
-				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), tundFIN: st.sides.fin[tund], peerFIN: st.sides.fin[peerSide],
+				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), late: t.lateOf(&st.sides, st.rec.ResetBy != ""),
 				since: wire.MonoOf(st.sides.since[tund]), expires: wire.MonoOf(now.Add(t.timeWait)),
 			})
 			t.waiting.Store(int32(t.timeWaits.Len()))
 		} else if t.ended.Len() < maxOpenCloses {
 			t.forgetEnded(f.Flow) // counts a close of an earlier incarnation
-			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead, late: lateOf(&st.sides)}
+			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead, late: t.lateOf(&st.sides, st.rec.ResetBy != "")}
 			if pending {
 				e.countDue = wire.MonoOf(now.Add(crossWindow))
 				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
@@ -479,6 +490,11 @@ func (t *Tracer) lateSegment(f wire.Fields, from string, reason string, now time
 		}
 		t.countEnded(&e)
 	}
+	if f.Flags&header.TCPFlagRst != 0 && e.late.awaitACK&(1<<sideOf(from).other()) != 0 {
+		// The side that owed an ACK answered with a RST: none will come.
+		e.late.awaitACK &^= 1 << sideOf(from).other()
+		t.lateACKs.Add(-1)
+	}
 	if t.finAgain(&e.late, f, sideOf(from)) {
 		t.log.counters.countRetransmit(sideOf(from), false)
 		if rec != nil {
@@ -521,9 +537,7 @@ func (t *Tracer) lateACKLocked(f wire.Fields, s side) *Record {
 		addLate(&rec, f, s.String(), time.Now())
 		return &rec
 	}
-	if tw, ok := t.timeWaits.Get(f.Flow); ok && s == peerSide && tw.awaitACK && f.Ack == tw.tundFIN+1 {
-		tw.awaitACK = false
-		t.lateACKs.Add(-1)
+	if tw, ok := t.timeWaits.Get(f.Flow); ok && t.ackAgain(&tw.late, f, s) {
 		t.timeWaits.Set(f.Flow, tw)
 		t.log.counters.countRetransmit(s, true)
 		now := time.Now()
@@ -541,14 +555,10 @@ func (t *Tracer) lateACKLocked(f wire.Fields, s side) *Record {
 // then an ACK sent again. handled is false for any other segment.
 func (t *Tracer) timeWaitFINAgain(f wire.Fields, now time.Time) (rec *Record, handled bool) {
 	tw, ok := t.timeWaits.Get(f.Flow)
-	if !ok || f.Seq+uint32(f.PayloadLen) != tw.tundFIN || wire.MonoOf(now) > tw.expires {
+	if !ok || wire.MonoOf(now) > tw.expires || !t.finAgain(&tw.late, f, tund) {
 		return nil, false
 	}
-	if !tw.awaitACK {
-		tw.awaitACK = true
-		t.lateACKs.Add(1)
-		t.timeWaits.Set(f.Flow, tw)
-	}
+	t.timeWaits.Set(f.Flow, tw)
 	t.log.counters.countRetransmit(tund, false)
 	rec = t.filedRecord(f.Flow, tw, now)
 	rec.FINRetransmits++
@@ -599,7 +609,7 @@ func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, 
 		// gVisor honours only a RST at RCV.NXT, and only when told to
 		// (RFC 5961 §3.2, tund patch 0003); otherwise it is ignored
 		// (RFC 1337).
-		if t.rstCloses && f.Seq == tw.peerFIN+1 {
+		if t.rstCloses && f.Seq == tw.late.fin[peerSide]+1 {
 			seg.TundState = tcpstate.Closed.String()
 			t.endTimeWaitLocked(f.Flow, tw, now)
 		}
@@ -614,11 +624,9 @@ func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, 
 		// A new incarnation of the connection (RFC 1122 §4.2.2.13).
 		t.endTimeWaitLocked(f.Flow, tw, now)
 		return nil, nil, false
-	case f.Flags&header.TCPFlagFin != 0 && f.Seq+uint32(f.PayloadLen) == tw.peerFIN:
+	case f.Flags&header.TCPFlagFin != 0 && f.Seq+uint32(f.PayloadLen) == tw.late.fin[peerSide]:
 		t.log.counters.finalACKLost.Add(1)
-		if tw.awaitACK {
-			t.lateACKs.Add(-1) // the reopened close follows tund's FIN again
-		}
+		t.forget(&tw.late) // the reopened close follows what is due
 		t.timeWaits.Delete(f.Flow)
 		t.waiting.Store(int32(t.timeWaits.Len()))
 		st = &closeState{reopened: true, rec: *t.filedRecord(f.Flow, tw, now), sides: newCloseSides(now)}
@@ -626,7 +634,7 @@ func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, 
 		s := &st.sides
 		s.state = [2]tcpstate.State{tcpstate.TimeWait, tcpstate.LastAck}
 		s.since[tund] = wire.TimeOf(tw.since)
-		s.fin = [2]uint32{tw.tundFIN, tw.peerFIN}
+		s.fin = tw.late.fin
 		s.finSent, s.finAcked = [2]bool{true, true}, [2]bool{true, true}
 		t.closes[f.Flow] = st
 		t.open.Store(int32(len(t.closes)))
@@ -651,9 +659,7 @@ func (t *Tracer) filedRecord(fl wire.Flow, tw timeWait, now time.Time) *Record {
 // endTimeWaitLocked forgets a TIME-WAIT that ended, counting its time.
 func (t *Tracer) endTimeWaitLocked(fl wire.Flow, tw timeWait, end time.Time) {
 	t.log.counters.observe(tcpstate.TimeWait, end.Sub(wire.TimeOf(tw.since)))
-	if tw.awaitACK {
-		t.lateACKs.Add(-1)
-	}
+	t.forget(&tw.late)
 	t.timeWaits.Delete(fl)
 	t.waiting.Store(int32(t.timeWaits.Len()))
 }

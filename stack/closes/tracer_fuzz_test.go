@@ -56,6 +56,13 @@ func FuzzTracer(f *testing.F) {
 	tund := func(flags header.TCPFlags, seq, ack uint32) wiretest.Record {
 		return wiretest.Record{Ctl: traceFromTund, Flags: flags, Seq: seq, Ack: ack}
 	}
+	// FINs sent again that cross the end of their close, and the ACKs
+	// that answer them after it; and a new close over a TIME-WAIT that
+	// still awaited one.
+	f.Add(wiretest.EncodeRecords([]byte{0}, tund(fin|ack, 500, 100), peer(fin|ack, 100, 501), tund(fin|ack, 500, 100), tund(ack, 501, 101), peer(ack, 101, 501)))
+	f.Add(wiretest.EncodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(fin|ack, 500, 101), peer(fin|ack, 100, 500), peer(ack, 101, 501), tund(ack, 501, 101)))
+	f.Add(wiretest.EncodeRecords([]byte{0}, tund(fin|ack, 500, 100), peer(fin|ack, 100, 501), tund(ack, 501, 101), tund(fin|ack, 500, 100),
+		tund(fin|ack, 600, 100), peer(fin|ack, 100, 601), tund(ack, 601, 101), peer(ack, 101, 601)))
 	// Closes as tund makes them (cf. trace_test.go), and their faults.
 	f.Add(wiretest.EncodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
 	f.Add(wiretest.EncodeRecords([]byte{0}, peer(fin|ack, 100, 500), tund(ack, 500, 101), tund(fin|ack, 500, 101), peer(ack, 101, 501)))
@@ -120,9 +127,7 @@ func FuzzTracer(f *testing.F) {
 				return true
 			})
 			tr.timeWaits.All(func(_ wire.Flow, tw timeWait) bool {
-				if tw.awaitACK {
-					awaited++
-				}
+				awaited += int(tw.late.awaitACK&1 + tw.late.awaitACK>>1&1)
 				return true
 			})
 			lateACKs := tr.lateACKs.Load()

@@ -64,11 +64,23 @@ func TestTraceLateRetransmits(t *testing.T) {
 			{SideTund, F, 100, 500}, // sent again before the peer's FIN|ACK arrived
 			{SidePeer, A, 501, 101}, // the peer's answer: its ACK again
 		}, SideTund, SidePeer, true},
+		{"tund's FIN again before its final ACK, the peer's answer after", []seg{
+			{SideTund, F, 100, 500}, {SidePeer, F, 500, 101},
+			{SideTund, F, 100, 500}, // its RTO fired before the stack read the FIN|ACK
+			{SideTund, A, 101, 501}, // the close completes: TIME-WAIT
+			{SidePeer, A, 501, 101}, // the peer's answer to the FIN sent again
+		}, SideTund, SidePeer, true},
 		{"tund CLOSED", []seg{
 			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501}, {SidePeer, A, 501, 101},
 			{SideTund, F, 100, 501},
 			{SidePeer, A, 501, 101},
 		}, SideTund, SidePeer, false},
+		{"the peer's FIN again before the end, tund's answer after", []seg{
+			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501},
+			{SidePeer, F, 500, 100}, // sent again before tund's FIN|ACK arrived
+			{SidePeer, A, 501, 101}, // the close completes
+			{SideTund, A, 101, 501}, // tund's answer to the FIN sent again
+		}, SidePeer, SideTund, false},
 		{"the peer's FIN again, tund CLOSED", []seg{
 			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501}, {SidePeer, A, 501, 101},
 			{SidePeer, F, 500, 101}, // crossed tund's FIN|ACK
@@ -101,6 +113,12 @@ func TestTraceLateRetransmits(t *testing.T) {
 			}
 			if n := tr.lateACKs.Load(); n != 0 {
 				t.Errorf("%d late ACKs still awaited", n)
+			}
+			// Every awaited ACK is given back when the entries go.
+			tr.segment(wire.Fields{Flow: fl, Flags: F, Seq: 100, Ack: 500}, tc.finSide)
+			tr.Sweep(time.Now().Add(3 * time.Hour))
+			if n := tr.lateACKs.Load(); n != 0 {
+				t.Errorf("%d late ACKs still awaited after the sweep", n)
 			}
 			// A second ACK answers nothing: it is not counted again.
 			tr.segment(wire.Fields{Flow: fl, Flags: A, Seq: 600, Ack: 101}, tc.ackSide)
