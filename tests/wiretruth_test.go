@@ -333,6 +333,13 @@ func TestWireTruthCloses(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns)
 	before := closeCounts(t, ns)
+	mergeOutcomes := func() (n [4]float64) {
+		for i, o := range []string{"merged", "carried", "released", "flushed"} {
+			n[i] = metricSum(t, ns, "tund_fin_ack_merge_total", `outcome="`+o+`"`)
+		}
+		return n
+	}
+	mergeBefore := mergeOutcomes()
 	var beforeRetx [2][2]float64
 	for side, sideName := range []string{"tund", "peer"} {
 		for seg, segName := range []string{"FIN", "ACK"} {
@@ -371,6 +378,45 @@ func TestWireTruthCloses(t *testing.T) {
 				t.Errorf("%s %ss sent again: tund counted %v, the capture shows %v", sideName, segName, n, wireRetx[side][seg])
 			}
 		}
+	}
+	mergeAfter := mergeOutcomes()
+	var merge [4]float64
+	for i := range merge {
+		merge[i] = mergeAfter[i] - mergeBefore[i]
+	}
+	// How tund first acknowledged each peer FIN that came before its own,
+	// on the wire: with its FIN, with data, or alone. gVisor acknowledges a
+	// FIN at once, so an ACK rides on a FIN or on data only when the merge
+	// held it: merged and carried are exactly the wire's; released and
+	// flushed are among the ACKs that went alone (with those it never held).
+	var byFIN, byData, alone float64
+	for _, c := range incarnations(segs) {
+		var peerFIN *Segment
+	segments:
+		for i, s := range c.Segs {
+			fromTund := s.Src.Addr() == netip.MustParseAddr(stackV4)
+			switch {
+			case peerFIN == nil && fromTund && s.Has(tcpflag.FIN):
+				break segments // tund's FIN came first
+			case peerFIN == nil && !fromTund && s.Has(tcpflag.FIN):
+				peerFIN = &c.Segs[i]
+			case peerFIN == nil || !fromTund || !s.Has(tcpflag.ACK) || s.Ack < peerFIN.Seq+uint32(peerFIN.Len)+1:
+			case s.Has(tcpflag.FIN):
+				byFIN++
+				break segments
+			case s.Len > 0:
+				byData++
+				break segments
+			default:
+				alone++
+				break segments
+			}
+		}
+	}
+	t.Logf("the merge: %v merged, %v carried, %v released, %v flushed; the capture: the peer's FIN acknowledged by tund's FIN %v, by data %v, alone %v times",
+		merge[0], merge[1], merge[2], merge[3], byFIN, byData, alone)
+	if merge[0] != byFIN || merge[1] != byData || merge[2]+merge[3] > alone {
+		t.Errorf("the merge's outcomes do not match the wire's")
 	}
 	stampErrors(t, closeRecords(t, ns), segs)
 	t.Logf("wrk: %s", strings.Join(strings.Fields(out), " "))

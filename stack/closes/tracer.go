@@ -77,11 +77,8 @@ type endedClose struct {
 type lateRetransmits struct {
 	fin      [2]uint32 // each side's FIN, where finSent has its bit
 	finSent  uint8     // bit per side (1 << side)
+	finAcked uint8     // bit per side whose FIN the other side acknowledged
 	awaitACK uint8     // bit per side whose FIN sent again the other side has not answered
-	// reset: a RST ended the close. A FIN sent again after it is counted,
-	// but nothing answers it: neither end sends more once it has read the
-	// other's RST (RFC 9293 §3.10.7.4).
-	reset bool
 }
 
 // finAgain reports whether f, a FIN of side s, is s's FIN sent again, and
@@ -90,23 +87,26 @@ func (t *Tracer) finAgain(l *lateRetransmits, f wire.Fields, s side) bool {
 	if f.Flags&header.TCPFlagFin == 0 || f.Flags&header.TCPFlagRst != 0 || l.finSent&(1<<s) == 0 || f.Seq+uint32(f.PayloadLen) != l.fin[s] {
 		return false
 	}
-	if !l.reset && l.awaitACK&(1<<s) == 0 {
+	if l.awaitACK&(1<<s) == 0 {
 		l.awaitACK |= 1 << s
 		t.lateACKs.Add(1)
 	}
 	return true
 }
 
-// ackAgain reports whether f, a pure ACK of side s, answers the other
-// side's late FIN.
-func (t *Tracer) ackAgain(l *lateRetransmits, f wire.Fields, s side) bool {
+// ackAgain reports whether f, a pure ACK of side s, answers a FIN the
+// other side sent again (answers), and whether it is an ACK sent again:
+// s had acknowledged that FIN before (again), as the wire counts it.
+func (t *Tracer) ackAgain(l *lateRetransmits, f wire.Fields, s side) (answers, again bool) {
 	o := s.other()
 	if l.awaitACK&(1<<o) == 0 || f.Ack != l.fin[o]+1 {
-		return false
+		return false, false
 	}
 	l.awaitACK &^= 1 << o
 	t.lateACKs.Add(-1)
-	return true
+	again = l.finAcked&(1<<o) != 0
+	l.finAcked |= 1 << o
+	return true, again
 }
 
 // forget gives back the ACKs l still awaited (its close is forgotten).
@@ -121,13 +121,16 @@ func (t *Tracer) forget(l *lateRetransmits) {
 
 // lateOf takes over what a close that completed left due: the ACKs of the
 // FINs sent again that the other side has not answered yet.
-func (t *Tracer) lateOf(cs *closeSides, reset bool) lateRetransmits {
-	l := lateRetransmits{fin: cs.fin, reset: reset}
+func (t *Tracer) lateOf(cs *closeSides) lateRetransmits {
+	l := lateRetransmits{fin: cs.fin}
 	for s := range 2 {
 		if cs.finSent[s] {
 			l.finSent |= 1 << s
 		}
-		if cs.awaitACK[s] && !reset {
+		if cs.finAcked[s] {
+			l.finAcked |= 1 << s
+		}
+		if cs.awaitACK[s] {
 			l.awaitACK |= 1 << s
 			t.lateACKs.Add(1)
 		}
@@ -383,13 +386,13 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 			}
 			t.forgetEnded(f.Flow)
 			t.timeWaits.Set(f.Flow, timeWait{
-				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), late: t.lateOf(&st.sides, st.rec.ResetBy != ""),
+				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), late: t.lateOf(&st.sides),
 				since: wire.MonoOf(st.sides.since[tund]), expires: wire.MonoOf(now.Add(t.timeWait)),
 			})
 			t.waiting.Store(int32(t.timeWaits.Len()))
 		} else if t.ended.Len() < maxOpenCloses {
 			t.forgetEnded(f.Flow) // counts a close of an earlier incarnation
-			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead, late: t.lateOf(&st.sides, st.rec.ResetBy != "")}
+			e := endedClose{id: st.rec.ID, expires: wire.MonoOf(now.Add(lateWindow)), lead: st.sides.lead, late: t.lateOf(&st.sides)}
 			if pending {
 				e.countDue = wire.MonoOf(now.Add(crossWindow))
 				e.kind = uint8(max(indexOf(kindNames[:], st.rec.Kind), 0))
@@ -519,34 +522,56 @@ func addLate(rec *Record, f wire.Fields, from string, now time.Time) {
 	rec.End = now
 }
 
-// lateACKLocked takes a pure ACK of side s that answers a FIN the other
-// side sent again after their close completed: an ACK sent again, counted
-// and added to the close's record, which it returns to amend (nil if the
-// ACK answers no late FIN, or the log no longer keeps the record).
+// lateACKLocked takes a pure ACK of side s that comes after its close
+// completed and answers a FIN the other side sent again: it is added to the
+// close's record, which it returns to amend (nil if the ACK answers no such
+// FIN, or the log no longer keeps the record), and it is an ACK sent again
+// if s had acknowledged that FIN before.
 func (t *Tracer) lateACKLocked(f wire.Fields, s side) *Record {
-	if e, ok := t.ended.Get(f.Flow); ok && t.ackAgain(&e.late, f, s) {
-		t.ended.Set(f.Flow, e)
-		t.log.counters.countRetransmit(s, true)
-		base := t.log.record(e.id)
-		if base == nil {
+	var (
+		base    *Record
+		again   bool
+		fromTW  bool
+		tw      timeWait
+		answers bool
+	)
+	if e, ok := t.ended.Get(f.Flow); ok {
+		if answers, again = t.ackAgain(&e.late, f, s); answers {
+			t.ended.Set(f.Flow, e)
+			base = t.log.record(e.id)
+		}
+	}
+	if !answers {
+		var ok bool
+		if tw, ok = t.timeWaits.Get(f.Flow); !ok {
 			return nil
 		}
-		rec := *base
-		rec.Segments = append([]Segment(nil), base.Segments...)
-		rec.ACKRetransmits++
-		addLate(&rec, f, s.String(), time.Now())
-		return &rec
-	}
-	if tw, ok := t.timeWaits.Get(f.Flow); ok && t.ackAgain(&tw.late, f, s) {
+		if answers, again = t.ackAgain(&tw.late, f, s); !answers {
+			return nil
+		}
 		t.timeWaits.Set(f.Flow, tw)
-		t.log.counters.countRetransmit(s, true)
-		now := time.Now()
-		rec := t.filedRecord(f.Flow, tw, now)
-		rec.ACKRetransmits++
-		addLate(rec, f, s.String(), now)
-		return rec
+		fromTW = true
 	}
-	return nil
+	if again {
+		t.log.counters.countRetransmit(s, true)
+	}
+	now := time.Now()
+	var rec *Record
+	switch {
+	case fromTW:
+		rec = t.filedRecord(f.Flow, tw, now)
+	case base != nil:
+		c := *base
+		c.Segments = append([]Segment(nil), base.Segments...)
+		rec = &c
+	default:
+		return nil // the log no longer keeps the record
+	}
+	if again {
+		rec.ACKRetransmits++
+	}
+	addLate(rec, f, s.String(), now)
+	return rec
 }
 
 // timeWaitFINAgain takes tund's FIN sent again after its close completed

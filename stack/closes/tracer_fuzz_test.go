@@ -238,14 +238,15 @@ func checkClose(c *Record, amended bool) string {
 	}
 	if c.ResetBy != "" {
 		// The first RST ends the close; after it come only the late FINs
-		// and RSTs that tund adds to a close that ended (lateSegment).
+		// and RSTs that tund adds to a close that ended (lateSegment), and
+		// pure ACKs that answer a FIN sent again (lateACKLocked).
 		i := slices.IndexFunc(c.Segments, func(s Segment) bool { return hasFlag(s, 'R') })
 		if i < 0 || c.Segments[i].From != c.ResetBy {
 			return "ResetBy set but the first RST is not that side's"
 		}
 		for _, s := range c.Segments[i+1:] {
-			if !hasFlag(s, 'F') && !hasFlag(s, 'R') {
-				return "a segment other than a late FIN or RST after the RST that ended the close"
+			if !hasFlag(s, 'F') && !hasFlag(s, 'R') && s.Flags != "A" {
+				return "a segment other than a late FIN, RST or ACK after the RST that ended the close"
 			}
 		}
 	}

@@ -81,6 +81,14 @@ func TestTraceLateRetransmits(t *testing.T) {
 			{SidePeer, A, 501, 101}, // the close completes
 			{SideTund, A, 101, 501}, // tund's answer to the FIN sent again
 		}, SidePeer, SideTund, false},
+		{"the peer's FIN again, then its RST, then tund's answer", []seg{
+			{SidePeer, F, 500, 100},
+			{SideTund, header.TCPFlagPsh | A, 100, 501}, // the reply acknowledges the FIN
+			{SideTund, F, 100, 501},
+			{SidePeer, F, 500, 100},               // crossed tund's reply
+			{SidePeer, header.TCPFlagRst, 501, 0}, // the client is gone: the close ends
+			{SideTund, A, 101, 501},               // tund's answer to the FIN sent again
+		}, SidePeer, SideTund, false},
 		{"the peer's FIN again, tund CLOSED", []seg{
 			{SidePeer, F, 500, 100}, {SideTund, F, 100, 501}, {SidePeer, A, 501, 101},
 			{SidePeer, F, 500, 101}, // crossed tund's FIN|ACK
