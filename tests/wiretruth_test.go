@@ -65,6 +65,10 @@ func TestWireTruthCounters(t *testing.T) {
 	ns := newNS(t)
 	startTund(t, ns, "--serve", "http,echo,daytime,daytime:1313/abort")
 	before := readWireCounts(t, ns)
+	stateCountsBefore := map[string]float64{}
+	for _, state := range []string{"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "CLOSE-WAIT", "LAST-ACK"} {
+		stateCountsBefore[state] = metricSum(t, ns, "tund_tcp_close_state_seconds_count", `state="`+state+`"`)
+	}
 	cap := capture(t, ns, "tund0", "tcp")
 	for i := 0; i < 30; i++ {
 		ns.MustRun("curl", "-sS", "-o", "/dev/null", "http://"+stackV4+"/")
@@ -116,7 +120,31 @@ func TestWireTruthCounters(t *testing.T) {
 		}
 	}
 	t.Logf("the capture: %+v; tund's counters: %+v", wire, got)
-	stampErrors(t, closeRecords(t, ns), segs)
+	recs := closeRecords(t, ns)
+	stampErrors(t, recs, segs)
+	// Each stay of tund's side in a closing state that the records show
+	// (a state entered, then left), and none other, is timed in
+	// tund_tcp_close_state_seconds; TIME-WAIT is timed when it ends.
+	stays := map[string]float64{}
+	for _, r := range recs {
+		state := ""
+		for _, s := range r.Segments {
+			if s.TundState == "" {
+				continue
+			}
+			if state != "" {
+				stays[state]++
+			}
+			state = s.TundState
+		}
+	}
+	for _, state := range []string{"FIN-WAIT-1", "FIN-WAIT-2", "CLOSING", "CLOSE-WAIT", "LAST-ACK"} {
+		timed := metricSum(t, ns, "tund_tcp_close_state_seconds_count", `state="`+state+`"`) - stateCountsBefore[state]
+		if timed != stays[state] {
+			t.Errorf("%s: %v stays timed, the records show %v", state, timed, stays[state])
+		}
+	}
+	t.Logf("stays in the records, each timed once: %v", stays)
 	for _, c := range []struct {
 		what       string
 		tund, want float64
