@@ -452,6 +452,7 @@ func TestScenarios(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			res, caps := runScenario(t, c.name)
 			c.wire(t, caps)
+			recordsAgreeWithWire(t, res, caps)
 			if c.records != nil {
 				c.records(t, res.Records)
 			} else if !c.recordless {
@@ -488,6 +489,50 @@ func TestScenarios(t *testing.T) {
 				t.Logf("result:\n%s", out)
 			}
 		})
+	}
+}
+
+// recordsAgreeWithWire holds a scenario's records to its pcaps: each close
+// tund recorded, of a kind the wire shows, is one that the capture alone
+// classifies the same (kind and initiator, as the wire-truth tests do) on
+// the same 4-tuple. A scenario's records are the connections of its story,
+// not all that its pcaps hold; a record of a close that never completed on
+// the wire, or of a policy, is the story's to check.
+func recordsAgreeWithWire(t *testing.T, res *scenario.Result, caps [][]Segment) {
+	t.Helper()
+	type tuple struct{ tund, peer netip.AddrPort }
+	wire := map[tuple][]string{}
+	for _, segs := range caps {
+		for _, c := range incarnations(segs) {
+			kind, initiator, ok := classify(c, tundAddr)
+			if !ok {
+				continue
+			}
+			k := tuple{c.Server, c.Client}
+			if c.Client.Addr() == tundAddr { // tund dialed
+				k = tuple{c.Client, c.Server}
+			}
+			wire[k] = append(wire[k], kind+"/"+initiator)
+		}
+	}
+	recorded := map[tuple][]string{}
+	for _, r := range res.Records {
+		switch r.Kind {
+		case closes.KindFourWay, closes.KindThreeWay, closes.KindSimultaneous, closes.KindReset:
+			k := tuple{r.Local, r.Remote}
+			recorded[k] = append(recorded[k], r.Kind+"/"+r.Initiator)
+		}
+	}
+	for k, rec := range recorded {
+		left := slices.Clone(wire[k])
+		for _, r := range rec {
+			i := slices.Index(left, r)
+			if i < 0 {
+				t.Errorf("%v-%v: tund recorded %v, the capture shows %v", k.tund, k.peer, rec, wire[k])
+				break
+			}
+			left = slices.Delete(left, i, i+1)
+		}
 	}
 }
 
