@@ -27,6 +27,7 @@ type collector struct {
 	faults   *prometheus.Desc
 	tw       *prometheus.Desc
 	wire     *prometheus.Desc
+	resent   *prometheus.Desc
 	counters []counter
 }
 
@@ -41,7 +42,7 @@ func newCollector(st *stack.Stack) *collector {
 		conns:    prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
 		closes:   prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, fin-wait2-timeout, retransmission-limit, half-close-policy, unfinished) and initiator: the side that sent the first FIN or RST, or both where the other side's first FIN or RST crossed it (neither end can tell which left first). A reset close is counted once its initiator is final: at the other side's first FIN or RST, or 500 ms after it ended.", []string{"kind", "initiator"}, nil),
 		states:   prometheus.NewDesc("tund_tcp_close_state_seconds", "Time tund's side of a connection spent in each closing state, as the wire shows it; TIME-WAIT runs from entering it to 2 x MSL after the last ACK tund sent in it, or to the RST or SYN that ended it.", []string{"state"}, nil),
-		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs, and pure ACKs of FINs, sent again during closes, by the side that sent them.", []string{"side", "segment"}, nil),
+		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs sent again, and pure ACKs of a FIN their sender had acknowledged already, during a close and after it completed, on the wire, by the side that sent them.", []string{"side", "segment"}, nil),
 		lostACK:  prometheus.NewDesc("tund_tcp_final_ack_lost_total", "tund's final ACKs that did not reach the peer, as far as tund can see: each FIN the peer sent again while tund was in TIME-WAIT, and each final ACK that --drop-final-ack dropped.", nil, nil),
 		halfOpen: prometheus.NewDesc("tund_half_close_actions_total", "What services' half-close policies did when a peer half-closed: allowed (went on sending), closed (at the FIN), timeout (when the half-open time ran out).", []string{"action"}, nil),
 		refused:  prometheus.NewDesc("tund_tcp_conns_refused_total", "Connections reset at once because --max-conns connections were open.", nil, nil),
@@ -49,6 +50,7 @@ func newCollector(st *stack.Stack) *collector {
 		resets:   prometheus.NewDesc("tund_tcp_resets_total", "RST segments by direction (sent, received) and reason (sent: abort, no-connection, refused; received: established, closing, time-wait, no-connection, refused).", []string{"direction", "reason"}, nil),
 		faults:   prometheus.NewDesc("tund_faults_total", "Segments that the close-path faults dropped or delayed, by fault (drop-final-ack, drop-fin, delay-fin, no-fin, loss-in, loss-out).", []string{"fault"}, nil),
 		wire:     prometheus.NewDesc("tund_tcp_wire_segments_total", "TCP segments that crossed the TUN device, as a capture on it counts them, by direction: sent by tund (after the faults, the compact TIME-WAIT table and the FIN/ACK merge had their say) and received (before --loss-in dropped any). Counted by the close tracer: absent with --trace=false.", []string{"direction"}, nil),
+		resent:   prometheus.NewDesc("tund_tcp_wire_retransmits_total", "Segments tund sent again (data and FINs, by RTO, fast retransmit or tail-loss probe) that crossed the TUN device, as a capture on it counts them: gVisor's retransmissions less those a fault dropped (gVisor patch 0015 marks them). Counted by the close tracer: absent with --trace=false.", nil, nil),
 		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
 	}
@@ -65,7 +67,7 @@ func newCollector(st *stack.Stack) *collector {
 	// named tund_stack_tcp_* and their help says what the wire's are.
 	add("tund_stack_tcp_resets_sent_total", "RSTs gVisor's TCP sent, counted above tund's layers: it includes those the compact TIME-WAIT table suppressed (tund_time_wait_table_total{event=\"rst-suppressed\"}) and those a fault dropped, which never reached the wire. tund_tcp_resets_total{direction=\"sent\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ResetsSent.Value() })
 	add("tund_stack_tcp_resets_received_total", "RSTs that reached gVisor's TCP: not those --loss-in dropped or the compact TIME-WAIT table took. tund_tcp_resets_total{direction=\"received\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ResetsReceived.Value() })
-	add("tund_stack_tcp_retransmits_total", "Segments gVisor's TCP retransmitted, FINs included, counted when its write returns, above tund's layers: resends that a fault dropped (--loss-out, --drop-fin, --no-fin) count though they never reached the wire. tund_tcp_close_retransmits_total counts the FINs and ACKs of FINs sent again on the wire.", func(s *tcpip.TCPStats) uint64 { return s.Retransmits.Value() })
+	add("tund_stack_tcp_retransmits_total", "Segments gVisor's TCP retransmitted, FINs included, counted when its write returns, above tund's layers: resends that a fault dropped (--loss-out, --drop-fin, --no-fin) count though they never reached the wire. tund_tcp_wire_retransmits_total counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.Retransmits.Value() })
 	add("tund_tcp_timeouts_total", "Retransmission timeouts.", func(s *tcpip.TCPStats) uint64 { return s.Timeouts.Value() })
 	add("tund_stack_tcp_segments_sent_total", "Segments gVisor's TCP sent, counted above tund's layers: with the ACKs the FIN/ACK merge held and dropped and what the faults dropped, without what the compact TIME-WAIT table answered. tund_tcp_wire_segments_total{direction=\"sent\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.SegmentsSent.Value() })
 	add("tund_stack_tcp_segments_received_total", "Valid segments that reached gVisor's TCP: not those --loss-in dropped or the compact TIME-WAIT table answered. tund_tcp_wire_segments_total{direction=\"received\"} counts the wire's.", func(s *tcpip.TCPStats) uint64 { return s.ValidSegmentsReceived.Value() })
@@ -97,6 +99,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.faults
 	ch <- c.tw
 	ch <- c.wire
+	ch <- c.resent
 	for _, k := range c.counters {
 		ch <- k.desc
 	}
@@ -133,6 +136,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.st.Tracing() {
 		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsSent), "sent")
 		ch <- prometheus.MustNewConstMetric(c.wire, prometheus.CounterValue, float64(cs.SegmentsReceived), "received")
+		ch <- prometheus.MustNewConstMetric(c.resent, prometheus.CounterValue, float64(cs.SegmentsResent))
 	}
 	for _, a := range []string{closes.HalfCloseAllowed, closes.HalfCloseClosed, closes.HalfCloseTimeout} {
 		ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.CounterValue, float64(cs.HalfClose[a]), a)

@@ -651,6 +651,7 @@ func TestWireTruthRetransmits(t *testing.T) {
 		return n
 	}
 	before := read()
+	resentBefore := metricSum(t, ns, "tund_tcp_wire_retransmits_total")
 	cap := capture(t, ns, "tund0", "tcp port 7 or tcp port 13")
 	addLoss(t, ns, "tund0", 0.1)
 	const conns = 150
@@ -709,4 +710,41 @@ func TestWireTruthRetransmits(t *testing.T) {
 	if total == 0 {
 		t.Error("no FIN or ACK sent again on the wire: the test proves nothing")
 	}
+	// Every segment of data or FIN that tund sent again, by any timer.
+	resent := 0
+	for _, c := range incarnations(segs) {
+		resent += resentByTund(c, netip.MustParseAddr(stackV4))
+	}
+	got := metricSum(t, ns, "tund_tcp_wire_retransmits_total") - resentBefore
+	t.Logf("tund's data and FIN segments sent again: %v on the wire, %v counted", resent, got)
+	if got != float64(resent) {
+		t.Errorf("tund_tcp_wire_retransmits_total counted %v, the capture shows %v segments sent again", got, resent)
+	}
+}
+
+// resentByTund counts tund's segments in an incarnation that carry data or
+// a FIN and end at or below the end of what tund had sent before: segments
+// sent again. (A SYN|ACK sent again is the handshake's, not counted.)
+func resentByTund(c *Conversation, tund netip.Addr) int {
+	n, sent := 0, false
+	var end uint32
+	for _, s := range c.Segs {
+		if s.Src.Addr() != tund || s.Has(tcpflag.SYN) || s.Has(tcpflag.RST) {
+			continue
+		}
+		e := s.Seq + uint32(s.Len)
+		if s.Has(tcpflag.FIN) {
+			e++
+		}
+		if e == s.Seq { // a pure ACK
+			continue
+		}
+		if sent && int32(e-end) <= 0 {
+			n++
+		}
+		if !sent || int32(e-end) > 0 {
+			end, sent = e, true
+		}
+	}
+	return n
 }

@@ -32,6 +32,10 @@ type Stats struct {
 	// came in before --loss-in dropped any. gVisor's own counts (Stack.GVisor)
 	// are taken above those layers.
 	SegmentsSent, SegmentsReceived uint64
+	// SegmentsResent counts the segments tund sent again (data, FINs) that
+	// crossed the device: gVisor's retransmissions less those a fault
+	// dropped, as a capture on the device counts them.
+	SegmentsResent uint64
 }
 
 // Key is what closes are counted by.
@@ -97,6 +101,9 @@ type closeCounters struct {
 	// segments counts every TCP segment that crossed the device, by the
 	// side that sent it: the wire's count, beneath tund's layers.
 	segments [2]atomic.Uint64
+	// retransmitted counts tund's segments that TCP sent again and that
+	// crossed the device (gVisor patch 0015 marks them).
+	retransmitted atomic.Uint64
 
 	// other counts what has no index above (none of the documented kinds,
 	// reasons or actions): it should stay empty, and costs a lock if not.
@@ -254,6 +261,7 @@ func (c *closeCounters) snapshot() Stats {
 		StateTimes:       make(map[string]*Histogram, len(closingStates)),
 		FinalACKLost:     c.finalACKLost.Load(),
 		SegmentsSent:     c.segments[tund].Load(),
+		SegmentsResent:   c.retransmitted.Load(),
 		SegmentsReceived: c.segments[peerSide].Load(),
 	}
 	for k, kind := range kindNames {

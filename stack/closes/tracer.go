@@ -260,8 +260,11 @@ func (t *Tracer) Inbound(f wire.Fields, _ []byte) bool {
 }
 
 // Outbound traces a segment tund sends.
-func (t *Tracer) Outbound(f wire.Fields, _ *stack.PacketBuffer) bool {
+func (t *Tracer) Outbound(f wire.Fields, pkt *stack.PacketBuffer) bool {
 	t.log.counters.segments[tund].Add(1)
+	if pkt.Retransmission {
+		t.log.counters.retransmitted.Add(1)
+	}
 	t.segment(f, SideTund)
 	return false
 }

@@ -177,6 +177,11 @@ type PacketBuffer struct {
 	// processors at once (tund patch 0013). Clones do not inherit it.
 	ProcessInline bool
 
+	// Retransmission, set by TCP on a segment it sends again, lets a link
+	// endpoint count the retransmissions that reach the wire, less those a
+	// layer beneath TCP drops (tund patch 0015). Clones do not inherit it.
+	Retransmission bool
+
 	// Mark is the mark value of this packet.
 	Mark uint32
 

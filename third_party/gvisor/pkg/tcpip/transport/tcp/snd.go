@@ -1039,7 +1039,7 @@ func (s *sender) sendZeroWindowProbe() {
 		Mark:    s.ep.ops.GetMark(),
 	})
 	defer pkt.DecRef()
-	s.sendSegmentFromPacketBuffer(pkt, header.TCPFlagAck, s.SndUna-1)
+	s.sendSegmentFromPacketBuffer(pkt, header.TCPFlagAck, s.SndUna-1, false)
 
 	// Rearm the timer to continue probing.
 	s.resendTimer.enable(s.RTO)
@@ -1855,7 +1855,7 @@ func (s *sender) sendSegment(seg *segment) tcpip.Error {
 	seg.xmitCount++
 	seg.lost = false
 
-	err := s.sendSegmentFromPacketBuffer(seg.pkt, seg.flags, seg.sequenceNumber)
+	err := s.sendSegmentFromPacketBuffer(seg.pkt, seg.flags, seg.sequenceNumber, seg.xmitCount > 1)
 
 	// Every time a packet containing data is sent (including a
 	// retransmission), if SACK is enabled and we are retransmitting data
@@ -1875,9 +1875,9 @@ func (s *sender) sendSegment(seg *segment) tcpip.Error {
 }
 
 // sendSegmentFromPacketBuffer sends a new segment containing the given payload,
-// flags and sequence number.
+// flags and sequence number; again marks a retransmission (tund patch 0015).
 // +checklocks:s.ep.mu
-func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags header.TCPFlags, seq seqnum.Value) tcpip.Error {
+func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags header.TCPFlags, seq seqnum.Value, again bool) tcpip.Error {
 	s.LastSendTime = s.ep.stack.Clock().NowMonotonic()
 	if seq == s.RTTMeasureSeqNum {
 		s.RTTMeasureTime = s.LastSendTime
@@ -1892,6 +1892,7 @@ func (s *sender) sendSegmentFromPacketBuffer(pkt *stack.PacketBuffer, flags head
 	// and pkt could be reprocessed later on (i.e retrasmission).
 	pkt = pkt.Clone()
 	defer pkt.DecRef()
+	pkt.Retransmission = again
 
 	return s.ep.sendRaw(pkt, flags, seq, rcvNxt, rcvWnd)
 }
