@@ -48,7 +48,26 @@ func New(prefix string) (*NS, error) {
 		n.Remove()
 		return nil, err
 	}
+	if err := n.Do(noForwarding); err != nil {
+		n.Remove()
+		return nil, err
+	}
 	return n, nil
+}
+
+// noForwarding turns forwarding off in the namespace it runs in. A new
+// namespace takes its IPv4 forwarding from the host's (on wherever Docker
+// runs, it forwards), and a namespace that forwards sends a packet for an
+// address on one of its links but not its own back out: tund's answers to a
+// spoofed source came straight back into the device and tund read its own
+// packets. A test that wants forwarding turns it on.
+func noForwarding() error {
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(f, []byte("0"), 0); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("turning forwarding off: %w", err)
+		}
+	}
+	return nil
 }
 
 // Attach gives the network namespace of process pid (a container's, say)

@@ -62,6 +62,12 @@ func TestNewRunDoRemove(t *testing.T) {
 	if !strings.Contains(out, "<LOOPBACK,UP,LOWER_UP>") {
 		t.Errorf("loopback in a new namespace: %q, want it up", out)
 	}
+	// No forwarding, whatever the host does.
+	for _, f := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if out, err := n.Run(context.Background(), "cat", "/proc/sys/"+strings.ReplaceAll(f, ".", "/")); err != nil || strings.TrimSpace(out) != "0" {
+			t.Errorf("%s in a new namespace: %q, %v; want 0", f, out, err)
+		}
+	}
 	if out, err := n.Run(context.Background(), "ip", "route", "show", "default"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("default route in a new namespace: %q, %v; want none", out, err)
 	}

@@ -1,9 +1,7 @@
 package faults
 
 import (
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,9 +44,8 @@ const maxFlows = 1 << 16
 type Endpoint struct {
 	layer.Layer
 
-	def    Set
-	ports  map[uint16]Set // per local port; fixed at start
-	follow bool           // some fault needs the flow table
+	byPort byPort // fixed at start
+	follow bool   // some fault needs the flow table
 	// lossIn, when set, is applied here: only when tracing is off, since
 	// the tracer applies it beneath itself (see InboundLoss).
 	lossIn *InboundLoss
@@ -68,23 +65,49 @@ type Endpoint struct {
 // or the tracer applies it); stats are shared with that rule; obs, if not
 // nil, is told of each segment a fault takes.
 func New(child stack.LinkEndpoint, def Set, ports map[uint16]Set, obs Observer, in *InboundLoss, stats *Stats) *Endpoint {
-	e := &Endpoint{def: def, ports: ports, flows: make(map[wire.Flow]*faultFlow), observer: obs, lossIn: in, stats: stats}
-	for _, f := range append([]Set{def}, slices.Collect(maps.Values(ports))...) {
-		e.follow = e.follow || f.follows()
-	}
+	e := &Endpoint{byPort: newByPort(def, ports), flows: make(map[wire.Flow]*faultFlow), observer: obs, lossIn: in, stats: stats}
+	e.follow = e.byPort.any(Set.follows)
 	e.Init(child, e)
 	return e
 }
 
-// For returns the faults of tund's port localPort: its own, or def.
-func For(def *Set, ports map[uint16]Set, localPort uint16) *Set {
-	if f, ok := ports[localPort]; ok {
-		return &f
-	}
-	return def
+// byPort is the faults of each of tund's ports: its own, or def. They are
+// kept by pointer, so that the lookup a segment makes copies nothing.
+type byPort struct {
+	def   Set
+	ports map[uint16]*Set
 }
 
-func (e *Endpoint) faultsFor(localPort uint16) *Set { return For(&e.def, e.ports, localPort) }
+func newByPort(def Set, ports map[uint16]Set) byPort {
+	b := byPort{def: def, ports: make(map[uint16]*Set, len(ports))}
+	for port, f := range ports {
+		b.ports[port] = &f
+	}
+	return b
+}
+
+// of returns the faults of tund's port localPort.
+func (b *byPort) of(localPort uint16) *Set {
+	if f, ok := b.ports[localPort]; ok {
+		return f
+	}
+	return &b.def
+}
+
+// any reports whether some port's faults (def's included) satisfy p.
+func (b *byPort) any(p func(Set) bool) bool {
+	if p(b.def) {
+		return true
+	}
+	for _, f := range b.ports {
+		if p(*f) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Endpoint) faultsFor(localPort uint16) *Set { return e.byPort.of(localPort) }
 
 // Watching: the peer's segments when loss-in is applied here or some
 // fault follows closes; every segment tund sends.

@@ -1,9 +1,7 @@
 package faults
 
 import (
-	"maps"
 	"math/rand/v2"
-	"slices"
 
 	"github.com/tund/tund/stack/internal/wire"
 )
@@ -15,24 +13,22 @@ import (
 // close (it acknowledged nothing, it closed nothing). Without the tracer
 // the fault layer applies it.
 type InboundLoss struct {
-	def   Set
-	ports map[uint16]Set
-	stats *Stats
+	byPort byPort
+	stats  *Stats
 }
 
 // NewInboundLoss returns the rule of def and ports, or nil where no port loses.
 func NewInboundLoss(def Set, ports map[uint16]Set, stats *Stats) *InboundLoss {
-	for _, f := range append([]Set{def}, slices.Collect(maps.Values(ports))...) {
-		if f.LossIn > 0 {
-			return &InboundLoss{def: def, ports: ports, stats: stats}
-		}
+	b := newByPort(def, ports)
+	if !b.any(func(f Set) bool { return f.LossIn > 0 }) {
+		return nil
 	}
-	return nil
+	return &InboundLoss{byPort: b, stats: stats}
 }
 
 // Drop decides, and counts, whether to drop a segment from the peer.
 func (l *InboundLoss) Drop(f wire.Fields) bool {
-	if p := For(&l.def, l.ports, f.Flow.LocalPort).LossIn; p > 0 && rand.Float64() < p {
+	if p := l.byPort.of(f.Flow.LocalPort).LossIn; p > 0 && rand.Float64() < p {
 		l.stats.add(LossIn)
 		return true
 	}
