@@ -1,7 +1,8 @@
 // Package admin serves tund's view of itself over HTTP, on an address of
 // the host side (loopback by default), never through the TUN device:
-// /metrics for Prometheus, /conns for the live connection table, and
-// /debug/pprof for profiles.
+// /metrics for Prometheus, /conns for the live connection table, /closes
+// for the close records, /settings and /proxies to change the close path
+// while tund runs (package control), and /debug/pprof for profiles.
 package admin
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tund/tund/control"
 	"github.com/tund/tund/stack"
 )
 
@@ -31,8 +33,10 @@ import (
 // kernel drops packets for 127.0.0.0/8 that arrive on any other interface).
 const DefaultAddr = "127.0.0.1:9180"
 
-// NewHandler returns the admin endpoints for st.
-func NewHandler(st *stack.Stack) http.Handler {
+// NewHandler returns the admin endpoints for st. With ctl, they include
+// the live-control API, whose writes need token as a bearer token unless
+// it is "".
+func NewHandler(st *stack.Stack, ctl *control.Controller, token string) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -40,6 +44,10 @@ func NewHandler(st *stack.Stack) http.Handler {
 		newCollector(st),
 	)
 	mux := http.NewServeMux()
+	if ctl != nil {
+		reg.MustRegister(newSettingsCollector(ctl))
+		(&controlAPI{ctl: ctl, st: st, token: token}).register(mux)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, r *http.Request) {
 		conns := st.Conns()
@@ -52,6 +60,10 @@ func NewHandler(st *stack.Stack) http.Handler {
 		WriteConns(w, conns)
 	})
 	mux.HandleFunc("GET /closes", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("peer") {
+			closeOf(st, w, r)
+			return
+		}
 		if r.URL.Query().Get("follow") == "" {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(st.Closes())
@@ -86,7 +98,7 @@ func NewHandler(st *stack.Stack) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "tund admin: /metrics /conns /conns?format=json /closes /closes?follow=1 /debug/pprof/")
+		fmt.Fprintln(w, "tund admin: /metrics /conns /conns?format=json /closes /closes?follow=1 /closes?peer=IP:PORT&wait=5s /settings /settings/knobs /proxies /debug/pprof/")
 	})
 	return mux
 }

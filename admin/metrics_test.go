@@ -20,7 +20,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	defer st.Close()
 	rec := httptest.NewRecorder()
-	NewHandler(st).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	NewHandler(st, nil, "").ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
 	for _, want := range []string{
 		`tund_tcp_connections{state="TIME-WAIT"} 0`,

@@ -30,6 +30,9 @@ type Spec struct {
 	// have none.
 	Target netip.AddrPort
 	Options
+	// Own are the options that the spec set itself, by name, with their
+	// values as written; the rest of Options came from the defaults.
+	Own map[string]string
 }
 
 func (s Spec) String() string {
@@ -123,27 +126,70 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 		if other, dup := ports[port]; dup {
 			return nil, fmt.Errorf("services %q and %q both want port %d", other, name, port)
 		}
-		opts, err := parseOptions(optText, defaults)
+		opts, err := OptionsFor(name, optText, defaults)
 		if err != nil {
-			return nil, fmt.Errorf("service %q: %w", name, err)
-		}
-		if opts.CloseDelay > 0 && name != "echo" && name != "discard" {
-			return nil, fmt.Errorf("service %q: close-delay applies to echo and discard only", name)
-		}
-		if name == "http" && (opts.Abort && !defaults.Abort || opts.FinWait2 > 0 || opts.CloseDelay > 0 || strings.Contains(optText, "half-close")) {
-			// net/http owns its connections' close; these options would be
-			// silently ignored. The merge window and the faults, which
-			// live in the stack, apply (and --abort, stack-wide, is not
-			// for it).
-			return nil, fmt.Errorf("service http takes only the fin-ack-merge and fault options")
+			return nil, err
 		}
 		ports[port] = name
-		specs = append(specs, Spec{Name: name, Port: port, Target: target, Options: opts})
+		specs = append(specs, Spec{Name: name, Port: port, Target: target, Options: opts, Own: ownOptions(optText)})
 	}
 	if len(specs) == 0 {
 		return nil, errors.New("no service given")
 	}
 	return specs, nil
+}
+
+// OptionsFor returns defaults with the options of text, as --serve spells
+// them after a service's name ("half-close=close/drop-fin=once"), set for
+// the service name, and refuses those that the service would ignore.
+func OptionsFor(name, text string, defaults Options) (Options, error) {
+	opts, err := parseOptions(text, defaults)
+	if err != nil {
+		return opts, fmt.Errorf("service %q: %w", name, err)
+	}
+	for key := range ownOptions(text) {
+		switch {
+		case Takes(name, key):
+		case key == "close-delay":
+			return opts, fmt.Errorf("service %q: close-delay applies to echo and discard only", name)
+		default:
+			// net/http owns its connections' close; the option would be
+			// silently ignored.
+			return opts, fmt.Errorf("service http takes only the fin-ack-merge and fault options")
+		}
+	}
+	return opts, nil
+}
+
+// Takes reports whether the service name acts on the option (as --serve
+// spells it) at all: http leaves its close to net/http and takes only the
+// fin-ack-merge window and the faults, which act in the stack beneath it;
+// close-delay is echo's and discard's.
+func Takes(name, option string) bool {
+	switch {
+	case option == "close-delay":
+		return name == "echo" || name == "discard"
+	case name == "http":
+		return option == "fin-ack-merge" || slices.Contains(faults.Names, option)
+	}
+	return true
+}
+
+// ownOptions returns the options of text by name, with their values as
+// written ("true" for those written without one, such as abort).
+func ownOptions(text string) map[string]string {
+	own := map[string]string{}
+	for _, opt := range strings.Split(text, "/") {
+		if opt == "" {
+			continue
+		}
+		key, value, hasValue := strings.Cut(opt, "=")
+		if !hasValue {
+			value = "true"
+		}
+		own[key] = value
+	}
+	return own
 }
 
 // Configure sets in c the per-port close-path settings of specs: a
@@ -181,10 +227,14 @@ func parseOptions(text string, o Options) (Options, error) {
 			}
 			o.HalfClose = h
 		case "abort":
-			if value != "" {
-				return o, fmt.Errorf("option abort takes no value")
+			switch value {
+			case "", "true":
+				o.Abort = true
+			case "false":
+				o.Abort = false
+			default:
+				return o, fmt.Errorf("abort=%q: takes no value (or true, false)", value)
 			}
-			o.Abort = true
 		case "fin-wait2":
 			d, err := time.ParseDuration(value)
 			if err != nil || d <= 0 || d > 120*time.Second {
@@ -225,6 +275,12 @@ func parseOptions(text string, o Options) (Options, error) {
 // handler has returned; any other accept error is returned, after the
 // same ending.
 func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Duration, log *slog.Logger) error {
+	return serve(ctx, ln, spec, func() Options { return spec.Options }, drain, log)
+}
+
+// serve is Serve with the options of each new connection taken from
+// options when it is accepted, so that they can change while it serves.
+func serve(ctx context.Context, ln *stack.Listener, spec Spec, options func() Options, drain time.Duration, log *slog.Logger) error {
 	log = log.With("service", spec.Name, "port", spec.Port)
 	if spec.Name == "http" {
 		return serveHTTP(ctx, ln, drain, log)
@@ -273,9 +329,9 @@ func Serve(ctx context.Context, ln *stack.Listener, spec Spec, drain time.Durati
 			}
 			return fmt.Errorf("%s: accept: %w", spec, err)
 		}
-		c := &conn{Conn: sc, opts: spec.Options}
-		if spec.FinWait2 > 0 {
-			if err := sc.SetFinWait2(spec.FinWait2); err != nil {
+		c := &conn{Conn: sc, opts: options()}
+		if c.opts.FinWait2 > 0 {
+			if err := sc.SetFinWait2(c.opts.FinWait2); err != nil {
 				log.Warn("per-service FIN-WAIT-2 timeout not set", "err", err)
 			}
 		}

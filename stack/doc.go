@@ -13,8 +13,8 @@
 //	  link/inline     processes a burst's segments on the reading goroutine
 //	  pcap            --pcap: the packets as the wire carries them (gVisor's sniffer)
 //	  closes.Tracer   records every close as the wire sees it; applies --loss-in
-//	  link/faults     drops or delays tund's segments (only when a fault is set)
-//	  link/timewait   the compact TIME-WAIT table (unless --time-wait full or --msl 0)
+//	  link/faults     drops or delays tund's segments (idle while no fault is set)
+//	  link/timewait   the compact TIME-WAIT table (unless --time-wait full; idle with --msl 0)
 //	  link/merge      holds the ACK of a peer's FIN to ride on tund's FIN
 //	gVisor's network and TCP layers (with tund's patches, third_party/gvisor-patches)
 //
@@ -24,6 +24,10 @@
 // recorded as crossing the wire and never reaching the stack. The faults
 // act beneath the merge and the TIME-WAIT table, so what those send is
 // faulted like the stack's own segments.
+//
+// Every layer is in the chain from the start, so that Stack.Tune can
+// change the close-path settings while tund runs: each layer reads the
+// settings in force from an atomic pointer or value, per segment.
 //
 // # Packages
 //

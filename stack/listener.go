@@ -35,6 +35,10 @@ func (s *Stack) Listen(port uint16) (*Listener, error) {
 	if terr != nil {
 		return nil, fmt.Errorf("stack: listening on port %d: %s", port, terr)
 	}
+	// As a server's SO_REUSEADDR: a port whose listener was closed while
+	// its connections live on (a proxy removed and added again while tund
+	// runs) can be listened on again at once.
+	ep.SocketOptions().SetReuseAddress(true)
 	if terr := ep.Bind(tcpip.FullAddress{Port: port}); terr != nil {
 		ep.Close()
 		return nil, fmt.Errorf("stack: binding port %d: %s", port, terr)
@@ -60,7 +64,7 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 	for {
 		ep, wq, terr := l.ep.Accept(nil)
 		if terr == nil {
-			if max := l.st.maxConns; max > 0 && l.st.active.Load() >= int64(max) {
+			if max := l.st.maxConns.Load(); max > 0 && l.st.active.Load() >= max {
 				// Over the limit: reset it now rather than let it wait in
 				// a queue that grows (RFC 9293 §3.10.4 abort).
 				ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: true, Timeout: 0})

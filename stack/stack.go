@@ -3,6 +3,7 @@ package stack
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +32,9 @@ type Stack struct {
 	s      *gstack.Stack
 	addrs  []netip.Addr
 	merge  *merge.Endpoint
-	faults *faults.Stats // whichever layer applied them
-	tw     *timewait.Table
+	faults *faults.Table
+	fstats *faults.Stats   // whichever layer applied them
+	tw     *timewait.Table // nil with FullTimeWait
 	// listening are the ports with a listener: their connections'
 	// TIME-WAIT goes to tw.
 	listening *timewait.Ports
@@ -40,7 +42,8 @@ type Stack struct {
 	inline    *inline.Endpoint
 	closes    *closes.Log
 
-	maxConns int
+	tuneMu   sync.Mutex    // Tune is one change at a time
+	maxConns atomic.Int64  // Config.MaxConns, as Tune last set it
 	active   atomic.Int64  // Conns open (not yet closed by their holder)
 	refused  atomic.Uint64 // connections reset for MaxConns
 }
@@ -75,7 +78,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 
 	// The chain, from the device up (see the package doc). The stack
 	// exists before its NIC: each layer is given it as it is built.
-	st := &Stack{s: s, addrs: c.Addrs, listening: new(timewait.Ports), closes: closes.NewLog(), faults: new(faults.Stats), maxConns: c.MaxConns}
+	st := &Stack{s: s, addrs: c.Addrs, listening: new(timewait.Ports), closes: closes.NewLog(),
+		faults: faults.NewTable(c.Faults, c.PortFaults), fstats: new(faults.Stats)}
+	st.maxConns.Store(int64(c.MaxConns))
 	st.inline = inline.New(link, s)
 	link = st.inline
 	if c.Pcap != nil {
@@ -84,7 +89,7 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 			return nil, fmt.Errorf("stack: pcap: %w", err)
 		}
 	}
-	lossIn := faults.NewInboundLoss(c.Faults, c.PortFaults, st.faults)
+	lossIn := faults.NewInboundLoss(st.faults, st.fstats)
 	var observer faults.Observer
 	if !c.NoTrace {
 		st.tracer = closes.NewTracer(link, closes.Config{
@@ -96,10 +101,11 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		link, observer = st.tracer, st.tracer
 		lossIn = nil // the tracer applies it
 	}
-	if !c.Faults.IsZero() || len(c.PortFaults) > 0 {
-		link = faults.New(link, c.Faults, c.PortFaults, observer, lossIn, st.faults)
-	}
-	if c.MSL > 0 && !c.FullTimeWait {
+	// The fault layer is in the chain even with no fault set, so that
+	// faults can be set while tund runs (Tune); then it costs an atomic
+	// load a segment.
+	link = faults.New(link, st.faults, observer, lossIn, st.fstats)
+	if !c.FullTimeWait {
 		st.tw = timewait.New(link, 2*c.MSL, c.TimeWaitRSTCloses, st.listening, s)
 		link = st.tw
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitHandoffOption(st.tw.Handoff))); err != nil {
@@ -131,19 +137,31 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 }
 
 func setTCPOptions(s *gstack.Stack, c Config) error {
-	opts := []tcpip.SettableTransportProtocolOption{
+	return setOptions(s, append([]tcpip.SettableTransportProtocolOption{
 		// SACK (RFC 2018) and window scaling: Linux peers use both.
 		ptr(tcpip.TCPSACKEnabled(true)),
 		ptr(tcpip.TCPModerateReceiveBufferOption(true)),
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20},
 		ptr(tcpip.CongestionControlOption("cubic")),
+		ptr(timeWaitReuse(c.TimeWaitReuse)),
+	}, tunableOptions(c)...))
+}
+
+// tunableOptions are the stack-wide TCP options that Tune may change.
+// gVisor reads each when it needs it: 2 x MSL when a TIME-WAIT starts,
+// what a RST does in TIME-WAIT when one comes, the FIN-WAIT-2 timeout and
+// the delayed ACK when a connection is made.
+func tunableOptions(c Config) []tcpip.SettableTransportProtocolOption {
+	return []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
 		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
 		ptr(tcpip.TCPTimeWaitRSTOption(c.TimeWaitRSTCloses)),
 		ptr(tcpip.TCPDelayedACKOption(c.DelayedACK)),
-		ptr(timeWaitReuse(c.TimeWaitReuse)),
 	}
+}
+
+func setOptions(s *gstack.Stack, opts []tcpip.SettableTransportProtocolOption) error {
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
 			return fmt.Errorf("stack: setting TCP option %T: %s", o, err)
@@ -168,6 +186,41 @@ func protocolOf(a netip.Addr) tcpip.NetworkProtocolNumber {
 	return ipv6.ProtocolNumber
 }
 
+// Tune changes the close-path settings of c while the stack runs: MSL,
+// FinWait2, FINACKMerge and PortFINACKMerge, TimeWaitRSTCloses,
+// DelayedACK, MaxConns, Faults and PortFaults. The rest of c (Addrs,
+// PortRange, TimeWaitReuse, FullTimeWait, NoTrace, Pcap) is fixed at New
+// and ignored here. c is checked whole first: if it is refused, nothing
+// changes.
+//
+// Each setting reaches the connections it can: the merge windows and the
+// faults act on every segment from now on, open connections included; a
+// RST in TIME-WAIT meets the new rule also in TIME-WAITs under way; a
+// TIME-WAIT that starts (or restarts) from now on lasts the new 2 x MSL;
+// MaxConns bounds the connections accepted from now on; the FIN-WAIT-2
+// timeout and the delayed ACK are taken by each connection when it is
+// made, so they reach new connections only.
+func (s *Stack) Tune(c Config) error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("stack: %w", err)
+	}
+	s.tuneMu.Lock()
+	defer s.tuneMu.Unlock()
+	if err := setOptions(s.s, tunableOptions(c)); err != nil {
+		return err
+	}
+	s.merge.SetWindows(c.FINACKMerge, c.PortFINACKMerge)
+	s.faults.Set(c.Faults, c.PortFaults)
+	if s.tw != nil {
+		s.tw.Set(2*c.MSL, c.TimeWaitRSTCloses)
+	}
+	if s.tracer != nil {
+		s.tracer.SetTimeWait(2*c.MSL, c.TimeWaitRSTCloses)
+	}
+	s.maxConns.Store(int64(c.MaxConns))
+	return nil
+}
+
 // Addrs returns the stack's own addresses.
 func (s *Stack) Addrs() []netip.Addr { return s.addrs }
 
@@ -182,7 +235,7 @@ func (s *Stack) Refused() uint64 { return s.refused.Load() }
 func (s *Stack) MergeStats() *merge.Stats { return s.merge.Stats() }
 
 // FaultStats returns the counters of the injected faults.
-func (s *Stack) FaultStats() *faults.Stats { return s.faults }
+func (s *Stack) FaultStats() *faults.Stats { return s.fstats }
 
 // TimeWaitStats returns the counters of the compact TIME-WAIT table (all
 // zero with FullTimeWait).

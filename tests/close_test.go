@@ -209,30 +209,29 @@ const tcpLastAck = 9
 // waitState polls the kernel socket's TCP state (TCP_INFO) every 5 ms
 // until done accepts it or the timeout passes.
 func waitState(c *net.TCPConn, timeout time.Duration, done func(uint8) bool) error {
+	return waitTCPInfo(c, timeout, func(i *unix.TCPInfo) bool { return done(i.State) })
+}
+
+// waitTCPInfo polls the kernel socket's TCP_INFO every 5 ms until done
+// accepts it or the timeout passes.
+func waitTCPInfo(c *net.TCPConn, timeout time.Duration, done func(*unix.TCPInfo) bool) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		var state uint8
+		var info *unix.TCPInfo
 		var serr error
-		rc.Control(func(fd uintptr) {
-			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			if err != nil {
-				serr = err
-				return
-			}
-			state = info.State
-		})
+		rc.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
 		if serr != nil {
 			return serr
 		}
-		if done(state) {
+		if done(info) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("socket still in TCP state " + strconv.Itoa(int(state)) + " after " + timeout.String())
+			return errors.New("socket still in TCP state " + strconv.Itoa(int(info.State)) + " after " + timeout.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tund/tund/admin"
+	"github.com/tund/tund/control"
 	"github.com/tund/tund/forward"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
@@ -30,15 +32,17 @@ var (
 
 // options is the parsed command line of the daemon.
 type options struct {
-	admin     string
-	pcap      string
-	tun       tun.Config
-	stack     stack.Config
-	services  []service.Spec
-	dials     []forward.Rule
-	drain     time.Duration
-	logLevel  slog.Level
-	logFormat string
+	admin      string
+	adminToken string // writes to the admin API need it ("": any)
+	pcap       string
+	tun        tun.Config
+	stack      stack.Config
+	services   []service.Spec
+	defaults   service.Options // the services' options the stack-wide flags set
+	dials      []forward.Rule
+	drain      time.Duration
+	logLevel   slog.Level
+	logFormat  string
 	// explicitIPv6 names the IPv6 values the user gave (such as
 	// "--addr 2001:db8::2"); tund's default IPv6 addresses are not in it,
 	// so that they alone can be left out where IPv6 is disabled.
@@ -67,8 +71,16 @@ Usage:
   tund conns [--json]   the connection table of a running tund, like ss -tan
   tund closes [--follow] [--json]
                         its closes, as ladder diagrams
+  tund get [--port N] [--json]
+                        the settings in force in a running tund: stack-wide, and each port's overrides
+  tund set [--port N] KNOB=VALUE...
+                        change knobs while it runs, stack-wide or for one port (all or none)
+  tund reset [--port N] everything back as the command line set it, or one port to the stack-wide values
+  tund proxy add PORT=IP:PORT [KNOB=VALUE...] | rm PORT | ls [--json]
+                        add, remove or list proxies while it runs
   tund scenario [NAME] [--json] [--pcap FILE]
                         the classic close-path stories, each run in a namespace of its own
+  (conns, closes, get, set, reset and proxy take --admin ADDR; the writes --token-file FILE)
 
 tund creates the TUN interface --tun in the current network namespace, gives
 its kernel side the --tun-addr addresses, and answers for the --addr
@@ -113,7 +125,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.stack.FinWait2, "fin-wait2", stack.DefaultFinWait2, "how long a connection that tund closed waits in FIN-WAIT-2 for the peer's FIN")
 	fs.DurationVar(&o.stack.FINACKMerge, "fin-ack-merge", stack.DefaultFINACKMerge, "when the peer closes first, how long the ACK of its FIN may wait to ride on tund's FIN\n(a three-way close); 0 always sends it alone (four-way). Keep it under the peer's minimum RTO (200ms on Linux)")
 	fs.DurationVar(&o.stack.DelayedACK, "delayed-ack", 0, "how long the ACK of a small request may wait to ride on tund's reply (a delayed ACK, as\nLinux's); 0 acknowledges each segment at once (gVisor)")
-	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /debug/pprof) on the namespace's\nside, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
+	fs.StringVar(&o.admin, "admin", admin.DefaultAddr, "`address` of the admin HTTP server (/metrics, /conns, /closes, /settings, /proxies, /debug/pprof) on the\nnamespace's side, never the TUN's; \"off\" disables it. If the default cannot be bound (loopback down), tund goes on without it")
+	tokenFile := fs.String("admin-token", "", "`file` holding a token that writes to the admin API (tund set, reset, proxy) must present\n(Authorization: Bearer TOKEN); without it anyone who reaches --admin can change settings")
 	fs.IntVar(&o.stack.MaxConns, "max-conns", 0, "at most `N` connections open in services at once; beyond it a new connection is reset at once\nand counted (tund_tcp_conns_refused_total). 0: no limit")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "on SIGINT or SIGTERM, how long tund waits for its connections to close with FIN\n(services: tund's FIN after what they wrote; proxy and --dial pairs: their peers' FINs)\nbefore it resets the rest and exits")
 	abort := fs.Bool("abort", false, "services end their connections with RST instead of FIN (SO_LINGER 0); per service: /abort.\nhttp always closes with FIN")
@@ -175,12 +188,17 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, errors.New("--drain must not be negative")
 	}
 	var err error
-	switch *twRST {
-	case "ignore":
-	case "close":
-		o.stack.TimeWaitRSTCloses = true
-	default:
-		return nil, fmt.Errorf("--time-wait-rst %q: want ignore or close", *twRST)
+	if o.stack.TimeWaitRSTCloses, err = control.ParseTimeWaitRST(*twRST); err != nil {
+		return nil, fmt.Errorf("--time-wait-rst %w", err)
+	}
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--admin-token: %w", err)
+		}
+		if o.adminToken = strings.TrimSpace(string(b)); o.adminToken == "" {
+			return nil, fmt.Errorf("--admin-token %s: the file is empty", *tokenFile)
+		}
 	}
 	o.stack.NoTrace = !*trace
 	switch *offload {
@@ -219,8 +237,16 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if defaults.HalfClose, err = service.ParseHalfClose(*halfClose); err != nil {
 		return nil, fmt.Errorf("--half-close: %w", err)
 	}
+	o.defaults = defaults
 	if o.services, err = service.ParseList(*serve, defaults); err != nil {
 		return nil, fmt.Errorf("--serve: %w", err)
+	}
+	if admin, err := netip.ParseAddrPort(o.admin); err == nil {
+		for _, spec := range o.services {
+			if err := control.CheckTarget(spec.Target, admin); spec.Name == "proxy" && err != nil {
+				return nil, fmt.Errorf("--serve %s: %w", spec, err)
+			}
+		}
 	}
 	service.Configure(&o.stack, o.services)
 	if err := o.stack.Validate(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tund/tund/admin"
+	"github.com/tund/tund/control"
 	"github.com/tund/tund/service"
 	"github.com/tund/tund/stack"
 	"github.com/tund/tund/tun"
@@ -37,6 +38,14 @@ func run(args []string, stderr io.Writer) int {
 			return connsCommand(args[1:], os.Stdout, stderr)
 		case "closes":
 			return closesCommand(args[1:], os.Stdout, stderr)
+		case "get":
+			return getCommand(args[1:], os.Stdout, stderr)
+		case "set":
+			return setCommand(args[1:], os.Stdout, stderr)
+		case "reset":
+			return resetCommand(args[1:], os.Stdout, stderr)
+		case "proxy":
+			return proxyCommand(args[1:], os.Stdout, stderr)
 		case "scenario":
 			return scenarioCommand(args[1:], os.Stdout, stderr)
 		case "bench-server":
@@ -112,7 +121,7 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	adminLn, err := listenAdmin(o.admin, o.tun.Addrs, log)
+	adminLn, err := listenAdmin(o.admin, o.adminToken, o.tun.Addrs, log)
 	if err != nil {
 		return err
 	}
@@ -124,34 +133,37 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, len(o.services)+len(o.dials)+1)
+	errc := make(chan error, len(o.dials)+2)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default: // the first error is the one reported
+		}
+		cancel()
+	}
+	group := service.NewGroup(ctx, st, o.drain, log, fail)
+	defer group.Wait()
+	ctl, err := control.New(st, group, o.stack, o.defaults, o.services, log)
+	if err != nil {
+		return err
+	}
+	if adminLn != nil {
+		ctl.ForbidTarget(netip.MustParseAddrPort(adminLn.Addr().String()))
+	}
+	if err := ctl.Start(); err != nil {
+		cancel()
+		return err
+	}
 	if adminLn != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := admin.Serve(ctx, adminLn, admin.NewHandler(st), log); err != nil {
-				errc <- err
-				cancel()
+			if err := admin.Serve(ctx, adminLn, admin.NewHandler(st, ctl, o.adminToken), log); err != nil {
+				fail(err)
 			}
 		}()
 	}
-	for _, spec := range o.services {
-		ln, err := st.Listen(spec.Port)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := service.Serve(ctx, ln, spec, o.drain, log); err != nil {
-				errc <- err
-				cancel()
-			}
-		}()
-	}
-	serveDials(ctx, &wg, dialLns, o.dials, st, o.drain, log, func(err error) { errc <- err; cancel() })
+	serveDials(ctx, &wg, dialLns, o.dials, st, o.drain, log, fail)
 	log.Info("ready", "admin", adminAddr(adminLn), "pcap", o.pcap, "addrs", fmt.Sprint(st.Addrs()), "services", fmt.Sprint(o.services),
 		"msl", o.stack.MSL, "fin_wait2", o.stack.FinWait2, "fin_ack_merge", o.stack.FINACKMerge, "time_wait_rst_closes", o.stack.TimeWaitRSTCloses)
 
@@ -160,19 +172,28 @@ func daemon(ctx context.Context, o *options, log *slog.Logger) error {
 	log.Info("stopping: no new connections; ending the open ones with FIN, proxied and dialed pairs by their peers' FINs", "drain", o.drain)
 	cancel()
 	wg.Wait()
+	group.Wait()
 	if open := st.AwaitClosed(deadline); len(open) > 0 {
 		log.Warn("drain time over: resetting the connections still open", "open", fmt.Sprint(open))
 	} else {
 		log.Info("drained: every connection closed with FIN")
 	}
-	close(errc)
-	return <-errc
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
 }
 
 // listenAdmin opens the admin address. A failure on the default address
 // (a fresh namespace has its loopback down) is logged and tund goes on
 // without the admin server; on an address the user chose it is an error.
-func listenAdmin(addr string, tunAddrs []netip.Prefix, log *slog.Logger) (net.Listener, error) {
+//
+// The admin API can change how tund closes connections: on an address
+// other than loopback without a token, tund warns that anyone who reaches
+// it can.
+func listenAdmin(addr, token string, tunAddrs []netip.Prefix, log *slog.Logger) (net.Listener, error) {
 	if addr == "off" || addr == "" {
 		return nil, nil
 	}
@@ -182,6 +203,9 @@ func listenAdmin(addr string, tunAddrs []netip.Prefix, log *slog.Logger) (net.Li
 	}
 	ln, err := admin.Listen(addr, device)
 	if err == nil {
+		if ap, perr := netip.ParseAddrPort(ln.Addr().String()); perr == nil && !ap.Addr().IsLoopback() && token == "" {
+			log.Warn("admin writes are open: anyone who reaches the admin address can change settings and proxies; give --admin-token FILE to require a token", "admin", ln.Addr().String())
+		}
 		return ln, nil
 	}
 	if addr == admin.DefaultAddr {

@@ -181,8 +181,8 @@ type Tracer struct {
 	due       []wire.Flow
 	sweepAt   int
 	linger    time.Duration       // how long a close with no segment is followed
-	timeWait  time.Duration       // 2 x MSL
-	rstCloses bool                // a RST ends TIME-WAIT (--time-wait-rst close)
+	timeWait  atomic.Int64        // 2 x MSL, in nanoseconds (SetTimeWait)
+	rstCloses atomic.Bool         // a RST ends TIME-WAIT (--time-wait-rst close)
 	lossIn    *faults.InboundLoss // --loss-in, applied here, before tracing (nil: none)
 
 	log *Log
@@ -211,11 +211,20 @@ type Config struct {
 func NewTracer(child stack.LinkEndpoint, c Config, log *Log, s *stack.Stack) *Tracer {
 	t := &Tracer{
 		closes: make(map[wire.Flow]*closeState), timeWaits: wire.NewFlowMap[timeWait](), ended: wire.NewFlowMap[endedClose](), sweepAt: 256,
-		linger: c.Linger, timeWait: c.TimeWait, rstCloses: c.RSTCloses, lossIn: c.LossIn, log: log, stack: s, stop: make(chan struct{}),
+		linger: c.Linger, lossIn: c.LossIn, log: log, stack: s, stop: make(chan struct{}),
 	}
+	t.SetTimeWait(c.TimeWait, c.RSTCloses)
 	t.Init(child, t)
 	go t.sweeper()
 	return t
+}
+
+// SetTimeWait changes 2 x MSL and what a RST does in TIME-WAIT while the
+// tracer runs, as the stack's own settings change: a close that leaves tund
+// in TIME-WAIT from then on is followed for the new duration.
+func (t *Tracer) SetTimeWait(d time.Duration, rstCloses bool) {
+	t.timeWait.Store(int64(d))
+	t.rstCloses.Store(rstCloses)
 }
 
 // sweeper finishes forgotten closes and ends TIME-WAITs every second or so,
@@ -382,7 +391,7 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 		case amended != nil:
 			t.log.amend(amended)
 		}
-		if t.timeWait > 0 && st.sides.state[tund] == tcpstate.TimeWait && t.timeWaits.Len() < maxOpenCloses {
+		if tw := time.Duration(t.timeWait.Load()); tw > 0 && st.sides.state[tund] == tcpstate.TimeWait && t.timeWaits.Len() < maxOpenCloses {
 			// An earlier close of the 4-tuple is over: what it awaited is not.
 			if old, ok := t.timeWaits.Get(f.Flow); ok {
 				t.forget(&old.late)
@@ -390,7 +399,7 @@ func (t *Tracer) segment(f wire.Fields, from string) {
 			t.forgetEnded(f.Flow)
 			t.timeWaits.Set(f.Flow, timeWait{
 				id: st.rec.ID, kind: uint8(max(indexOf(kindNames[:], st.rec.Kind), 0)), late: t.lateOf(&st.sides),
-				since: wire.MonoOf(st.sides.since[tund]), expires: wire.MonoOf(now.Add(t.timeWait)),
+				since: wire.MonoOf(st.sides.since[tund]), expires: wire.MonoOf(now.Add(tw)),
 			})
 			t.waiting.Store(int32(t.timeWaits.Len()))
 		} else if t.ended.Len() < maxOpenCloses {
@@ -637,7 +646,7 @@ func (t *Tracer) timeWaitSegment(f wire.Fields, now time.Time) (st *closeState, 
 		// gVisor honours only a RST at RCV.NXT, and only when told to
 		// (RFC 5961 §3.2, tund patch 0003); otherwise it is ignored
 		// (RFC 1337).
-		if t.rstCloses && f.Seq == tw.late.fin[peerSide]+1 {
+		if t.rstCloses.Load() && f.Seq == tw.late.fin[peerSide]+1 {
 			seg.TundState = tcpstate.Closed.String()
 			t.endTimeWaitLocked(f.Flow, tw, now)
 		}

@@ -39,13 +39,12 @@ const faultFlowLife = 5 * time.Minute
 const maxFlows = 1 << 16
 
 // Endpoint is the layer (see package layer) that injects the faults into
-// the segments crossing it. It is in the chain only when some fault is
-// set: otherwise tund pays nothing for it.
+// the segments crossing it. While no fault is set it watches nothing, so
+// tund pays an atomic load per segment for it.
 type Endpoint struct {
 	layer.Layer
 
-	byPort byPort // fixed at start
-	follow bool   // some fault needs the flow table
+	table *Table
 	// lossIn, when set, is applied here: only when tracing is off, since
 	// the tracer applies it beneath itself (see InboundLoss).
 	lossIn *InboundLoss
@@ -60,30 +59,56 @@ type Endpoint struct {
 	stats    *Stats
 }
 
-// New returns the fault layer over child: def for every port, or the
-// port's own in ports. in is the loss-in rule for it to apply (nil: none,
-// or the tracer applies it); stats are shared with that rule; obs, if not
-// nil, is told of each segment a fault takes.
-func New(child stack.LinkEndpoint, def Set, ports map[uint16]Set, obs Observer, in *InboundLoss, stats *Stats) *Endpoint {
-	e := &Endpoint{byPort: newByPort(def, ports), flows: make(map[wire.Flow]*faultFlow), observer: obs, lossIn: in, stats: stats}
-	e.follow = e.byPort.any(Set.follows)
+// New returns the fault layer over child, injecting the faults of table.
+// in is the loss-in rule for it to apply (nil: the tracer applies it);
+// stats are shared with that rule; obs, if not nil, is told of each segment
+// a fault takes.
+func New(child stack.LinkEndpoint, table *Table, obs Observer, in *InboundLoss, stats *Stats) *Endpoint {
+	e := &Endpoint{table: table, flows: make(map[wire.Flow]*faultFlow), observer: obs, lossIn: in, stats: stats}
 	e.Init(child, e)
 	return e
 }
 
-// byPort is the faults of each of tund's ports: its own, or def. They are
-// kept by pointer, so that the lookup a segment makes copies nothing.
-type byPort struct {
-	def   Set
-	ports map[uint16]*Set
+// Table is the faults in force: one Set for every port, or a port's own.
+// The fault layer and the loss-in rule read it for each segment; Set
+// replaces it whole while they run.
+type Table struct {
+	p atomic.Pointer[byPort]
 }
 
-func newByPort(def Set, ports map[uint16]Set) byPort {
-	b := byPort{def: def, ports: make(map[uint16]*Set, len(ports))}
+// NewTable returns the table of def for every port, or the port's own in
+// ports.
+func NewTable(def Set, ports map[uint16]Set) *Table {
+	t := new(Table)
+	t.Set(def, ports)
+	return t
+}
+
+// Set replaces the faults. A segment that crosses the layer from then on
+// meets the new ones; a once-fault that struck a connection already does
+// not strike it again.
+func (t *Table) Set(def Set, ports map[uint16]Set) {
+	b := &byPort{def: def, ports: make(map[uint16]*Set, len(ports))}
 	for port, f := range ports {
 		b.ports[port] = &f
 	}
-	return b
+	b.follow = b.anyOf(Set.follows)
+	b.lossIn = b.anyOf(func(f Set) bool { return f.LossIn > 0 })
+	b.any = b.anyOf(func(f Set) bool { return !f.IsZero() })
+	t.p.Store(b)
+}
+
+func (t *Table) load() *byPort { return t.p.Load() }
+
+// byPort is the faults of each of tund's ports: its own, or def. They are
+// kept by pointer, so that the lookup a segment makes copies nothing, and
+// never changed, only replaced.
+type byPort struct {
+	def    Set
+	ports  map[uint16]*Set
+	follow bool // some fault needs the flow table
+	lossIn bool // some port loses segments from the peer
+	any    bool // some fault is set
 }
 
 // of returns the faults of tund's port localPort.
@@ -94,8 +119,8 @@ func (b *byPort) of(localPort uint16) *Set {
 	return &b.def
 }
 
-// any reports whether some port's faults (def's included) satisfy p.
-func (b *byPort) any(p func(Set) bool) bool {
+// anyOf reports whether some port's faults (def's included) satisfy p.
+func (b *byPort) anyOf(p func(Set) bool) bool {
 	if p(b.def) {
 		return true
 	}
@@ -107,12 +132,16 @@ func (b *byPort) any(p func(Set) bool) bool {
 	return false
 }
 
-func (e *Endpoint) faultsFor(localPort uint16) *Set { return e.byPort.of(localPort) }
+func (e *Endpoint) faultsFor(localPort uint16) *Set { return e.table.load().of(localPort) }
 
 // Watching: the peer's segments when loss-in is applied here or some
-// fault follows closes; every segment tund sends.
+// fault follows closes; every segment tund sends while some fault is set.
 func (e *Endpoint) Watching(dir layer.Direction) bool {
-	return dir == layer.Out || e.follow || e.lossIn != nil
+	b := e.table.load()
+	if dir == layer.Out {
+		return b.any
+	}
+	return b.follow || e.lossIn != nil && b.lossIn
 }
 
 // Inbound drops segments for loss-in, and notes peer FINs that arrive

@@ -47,14 +47,18 @@ type Chance struct {
 }
 
 // ParseChance parses "once", a probability such as 0.25, or a percentage
-// such as 25%.
+// such as 25%; "off" (or 0) is the Chance that never strikes, so that a
+// fault set while tund runs can be cleared the way it was set.
 func ParseChance(s string) (Chance, error) {
-	if s == "once" {
+	switch s {
+	case "once":
 		return Chance{Once: true}, nil
+	case "off":
+		return Chance{}, nil
 	}
 	p, err := ParseProbability(s)
-	if err != nil || p == 0 {
-		return Chance{}, fmt.Errorf("%q: want once, or a probability in (0, 1] such as 0.3 or 30%%", s)
+	if err != nil {
+		return Chance{}, fmt.Errorf("%q: want once, off, or a probability in [0, 1] such as 0.3 or 30%%", s)
 	}
 	return Chance{P: p}, nil
 }
@@ -75,10 +79,14 @@ func ParseProbability(s string) (float64, error) {
 // IsZero reports a Chance that never strikes.
 func (c Chance) IsZero() bool { return !c.Once && c.P == 0 }
 
-// String spells the Chance as flags take it: once, or the probability.
+// String spells the Chance as flags take it: once, off, or the
+// probability.
 func (c Chance) String() string {
-	if c.Once {
+	switch {
+	case c.Once:
 		return "once"
+	case c.P == 0:
+		return "off"
 	}
 	return strconv.FormatFloat(c.P, 'g', -1, 64)
 }

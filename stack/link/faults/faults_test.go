@@ -15,7 +15,8 @@ func TestFaultLoss(t *testing.T) {
 	// The handshake could not pass a certain loss: the decisions are
 	// tested on their own.
 	def, ports, stats := Set{LossIn: 1}, map[uint16]Set{8: {LossOut: 1}}, new(Stats)
-	e := New(channel.New(1, 1500, ""), def, ports, nil, NewInboundLoss(def, ports, stats), stats)
+	table := NewTable(def, ports)
+	e := New(channel.New(1, 1500, ""), table, nil, NewInboundLoss(table, stats), stats)
 	f := wire.Fields{Flow: wire.Flow{LocalPort: 7}, Flags: header.TCPFlagAck}
 	if !e.Watching(layer.In) {
 		t.Fatal("loss-in is set, but the layer does not watch the peer's segments")
@@ -36,6 +37,20 @@ func TestFaultLoss(t *testing.T) {
 	if n := e.Stats().Count(LossIn); n != 1 {
 		t.Errorf("loss-in struck %d times, want 1", n)
 	}
+
+	// Cleared while the layer runs: it watches nothing, and drops nothing.
+	table.Set(Set{}, nil)
+	if e.Watching(layer.In) || e.Watching(layer.Out) {
+		t.Error("no fault is set, but the layer still watches segments")
+	}
+	if !e.Inbound(f, nil) {
+		t.Error("loss-in cleared, but a segment was dropped")
+	}
+	// Set again, for one port only.
+	table.Set(Set{}, map[uint16]Set{8: {LossIn: 1}})
+	if !e.Watching(layer.In) || e.Inbound(f, nil) {
+		t.Error("loss-in 1 set on port 8 while the layer runs: a segment was delivered")
+	}
 }
 
 func TestSetParse(t *testing.T) {
@@ -46,7 +61,8 @@ func TestSetParse(t *testing.T) {
 	}{
 		{key: "drop-final-ack", value: "once", want: Set{DropFinalACK: Chance{Once: true}}},
 		{key: "drop-fin", value: "30%", want: Set{DropFIN: Chance{P: 0.3}}},
-		{key: "drop-fin", value: "0", bad: true},
+		{key: "drop-fin", value: "0", want: Set{}},
+		{key: "drop-fin", value: "off", want: Set{}},
 		{key: "drop-fin", value: "1.5", bad: true},
 		{key: "delay-fin", value: "250ms", want: Set{DelayFIN: 250 * time.Millisecond}},
 		{key: "delay-fin", value: "-1s", bad: true},

@@ -13,22 +13,22 @@ import (
 // close (it acknowledged nothing, it closed nothing). Without the tracer
 // the fault layer applies it.
 type InboundLoss struct {
-	byPort byPort
-	stats  *Stats
+	table *Table
+	stats *Stats
 }
 
-// NewInboundLoss returns the rule of def and ports, or nil where no port loses.
-func NewInboundLoss(def Set, ports map[uint16]Set, stats *Stats) *InboundLoss {
-	b := newByPort(def, ports)
-	if !b.any(func(f Set) bool { return f.LossIn > 0 }) {
-		return nil
-	}
-	return &InboundLoss{byPort: b, stats: stats}
+// NewInboundLoss returns the rule of table's loss-in probabilities.
+func NewInboundLoss(table *Table, stats *Stats) *InboundLoss {
+	return &InboundLoss{table: table, stats: stats}
 }
 
 // Drop decides, and counts, whether to drop a segment from the peer.
 func (l *InboundLoss) Drop(f wire.Fields) bool {
-	if p := l.byPort.of(f.Flow.LocalPort).LossIn; p > 0 && rand.Float64() < p {
+	b := l.table.load()
+	if !b.lossIn {
+		return false
+	}
+	if p := b.of(f.Flow.LocalPort).LossIn; p > 0 && rand.Float64() < p {
 		l.stats.add(LossIn)
 		return true
 	}

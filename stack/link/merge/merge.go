@@ -49,10 +49,7 @@ const maxTrackedFINs = 1 << 16
 type Endpoint struct {
 	layer.Layer
 
-	// The windows are fixed at start; 0 disables.
-	window      time.Duration
-	portWindows map[uint16]time.Duration // per local port
-	anyWindow   bool                     // some window is not zero
+	windows atomic.Pointer[windows] // replaced whole by SetWindows
 
 	pending atomic.Int32 // len(fins), read without the lock
 	mu      sync.Mutex
@@ -87,29 +84,48 @@ type finState struct {
 	timer   *time.Timer
 }
 
+// windows are the merge windows in force: one for every port, or a port's
+// own; 0 never merges. A value is never changed, only replaced, so that a
+// segment reads it without a lock.
+type windows struct {
+	all   time.Duration
+	ports map[uint16]time.Duration
+	any   bool // some window is not zero
+}
+
 // New returns the merge layer over child: window for every port, or the
 // port's own in portWindows; 0 never merges. s is the stack above.
 func New(child stack.LinkEndpoint, window time.Duration, portWindows map[uint16]time.Duration, s *stack.Stack) *Endpoint {
-	e := &Endpoint{window: window, portWindows: portWindows, fins: make(map[wire.Flow]*finState), anyWindow: window > 0, stack: s}
-	for _, w := range portWindows {
-		e.anyWindow = e.anyWindow || w > 0
-	}
+	e := &Endpoint{fins: make(map[wire.Flow]*finState), stack: s}
+	e.SetWindows(window, portWindows)
 	e.Init(child, e)
 	return e
 }
 
-func (e *Endpoint) windowFor(localPort uint16) time.Duration {
-	if w, ok := e.portWindows[localPort]; ok {
-		return w
+// SetWindows replaces the windows while the layer runs. A peer FIN that
+// arrives from then on is held for the new window of its port; an ACK held
+// already keeps the window it was held for.
+func (e *Endpoint) SetWindows(window time.Duration, portWindows map[uint16]time.Duration) {
+	w := &windows{all: window, ports: portWindows, any: window > 0}
+	for _, pw := range portWindows {
+		w.any = w.any || pw > 0
 	}
-	return e.window
+	e.windows.Store(w)
+}
+
+func (e *Endpoint) windowFor(localPort uint16) time.Duration {
+	w := e.windows.Load()
+	if pw, ok := w.ports[localPort]; ok {
+		return pw
+	}
+	return w.all
 }
 
 // Watching: peer FINs while some port has a window; the stack's segments
 // while a FIN awaits its ACK.
 func (e *Endpoint) Watching(dir layer.Direction) bool {
 	if dir == layer.In {
-		return e.anyWindow
+		return e.windows.Load().any
 	}
 	return e.pending.Load() > 0
 }

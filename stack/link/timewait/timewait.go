@@ -55,8 +55,8 @@ type twEntry struct {
 type Table struct {
 	layer.Layer
 
-	duration  int64 // 2 x MSL, in nanoseconds
-	rstCloses bool
+	duration  atomic.Int64 // 2 x MSL, in nanoseconds; 0: no TIME-WAIT to take
+	rstCloses atomic.Bool
 	listening *Ports
 
 	count   atomic.Int32 // len(entries), read without the lock
@@ -102,19 +102,36 @@ func (p *Ports) Has(port uint16) bool { return p[port/64].Load()&(1<<(port%64)) 
 // connections it takes; s is the stack above.
 func New(child stack.LinkEndpoint, duration time.Duration, rstCloses bool, listening *Ports, s *stack.Stack) *Table {
 	t := &Table{
-		duration: int64(duration), rstCloses: rstCloses, listening: listening, stack: s,
+		listening: listening, stack: s,
 		entries: wire.NewFlowMap[twEntry](), kick: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
+	t.Set(duration, rstCloses)
 	t.Init(child, t)
 	go t.expire()
 	return t
+}
+
+// Set changes 2 x MSL and what a RST does while the table runs. A
+// TIME-WAIT that starts or restarts from then on lasts the new duration;
+// one under way keeps its end. A duration of 0 takes no TIME-WAIT (gVisor
+// then ends it at once).
+func (t *Table) Set(duration time.Duration, rstCloses bool) {
+	t.duration.Store(int64(duration))
+	t.rstCloses.Store(rstCloses)
+	// The sweep's pace follows the duration: a TIME-WAIT much shorter than
+	// the old pace must not wait for it.
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Handoff is gVisor's TCPTimeWaitHandoffOption: it takes the TIME-WAIT of
 // a connection on a listening port. It runs on the stack's processor with
 // the endpoint locked, so it only records.
 func (t *Table) Handoff(h tcpip.TimeWaitHandoff) bool {
-	if !t.listening.Has(h.LocalPort) {
+	duration := t.duration.Load()
+	if duration == 0 || !t.listening.Has(h.LocalPort) {
 		return false
 	}
 	fl := wire.FlowOf(netip.AddrPortFrom(addrOf(h.LocalAddress), h.LocalPort), netip.AddrPortFrom(addrOf(h.RemoteAddress), h.RemotePort))
@@ -127,7 +144,7 @@ func (t *Table) Handoff(h tcpip.TimeWaitHandoff) bool {
 	t.entries.Set(fl, twEntry{
 		sndNxt: h.SndNxt, rcvNxt: h.RcvNxt, window: h.Window,
 		ts: h.TS, tsBase: h.TSVal - wire.MsOf(now), tsEcr: h.TSEcr,
-		expires: now + t.duration,
+		expires: now + duration,
 	})
 	if t.entries.Len() == 1 {
 		select {
@@ -158,8 +175,10 @@ const (
 // expire ends TIME-WAITs as their 2 x MSL runs out, sweeping while the
 // table has entries and sleeping while it has none.
 func (t *Table) expire() {
-	every := min(max(time.Duration(t.duration)/sweepFraction, minSweep), maxSweep)
-	tick := time.NewTicker(every)
+	every := func() time.Duration {
+		return min(max(time.Duration(t.duration.Load())/sweepFraction, minSweep), maxSweep)
+	}
+	tick := time.NewTicker(every())
 	tick.Stop()
 	defer tick.Stop()
 	for {
@@ -167,7 +186,7 @@ func (t *Table) expire() {
 		case <-t.stop:
 			return
 		case <-t.kick:
-			tick.Reset(every)
+			tick.Reset(every())
 		case <-tick.C:
 			if t.sweep(wire.MonoNow()) == 0 {
 				tick.Stop()
@@ -223,7 +242,7 @@ func (t *Table) Inbound(f wire.Fields, b []byte) bool {
 	var reply []byte
 	switch {
 	case f.Flags&header.TCPFlagRst != 0:
-		if t.rstCloses && f.Seq == e.rcvNxt {
+		if t.rstCloses.Load() && f.Seq == e.rcvNxt {
 			t.entries.Delete(f.Flow)
 			t.stats.Reset.Add(1)
 		}
@@ -242,7 +261,7 @@ func (t *Table) Inbound(f wire.Fields, b []byte) bool {
 		now := wire.MonoNow()
 		switch {
 		case f.Flags&header.TCPFlagFin != 0 && f.Seq+1 == e.rcvNxt:
-			e.expires = now + t.duration
+			e.expires = now + t.duration.Load()
 			t.stats.Reacked.Add(1)
 			reply = t.ack(f.Flow, &e, now)
 		case f.Seq != e.rcvNxt || f.PayloadLen != 0:
