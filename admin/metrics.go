@@ -52,7 +52,7 @@ func newCollector(st *stack.Stack) *collector {
 		wire:     prometheus.NewDesc("tund_tcp_wire_segments_total", "TCP segments that crossed the TUN device, as a capture on it counts them, by direction: sent by tund (after the faults, the compact TIME-WAIT table and the FIN/ACK merge had their say) and received (before --loss-in dropped any). Counted by the close tracer: absent with --trace=false.", []string{"direction"}, nil),
 		resent:   prometheus.NewDesc("tund_tcp_wire_retransmits_total", "Segments tund sent again (data and FINs, by RTO, fast retransmit or tail-loss probe) that crossed the TUN device, as a capture on it counts them: gVisor's retransmissions less those a fault dropped (gVisor patch 0015 marks them). Counted by the close tracer: absent with --trace=false.", nil, nil),
 		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
-		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN).", []string{"outcome"}, nil),
+		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN); and data-acked: FINs whose data before them was acknowledged at once by an ACK of its own, so that only the FIN's ACK waited.", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
 		c.counters = append(c.counters, counter{prometheus.NewDesc(name, help, nil, nil), v})
@@ -116,6 +116,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for outcome, v := range map[string]uint64{
 		"merged": m.Merged.Load(), "carried": m.Carried.Load(),
 		"released": m.Released.Load(), "flushed": m.Flushed.Load(),
+		"data-acked": m.DataACKed.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(c.merge, prometheus.CounterValue, float64(v), outcome)
 	}

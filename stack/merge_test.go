@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -78,5 +80,50 @@ func TestMergeNeverHoldsFinalACK(t *testing.T) {
 	s := p.st.MergeStats()
 	if s.Released.Load()+s.Flushed.Load()+s.Merged.Load() != 0 {
 		t.Errorf("the final ACK went through the merge: %+v", s)
+	}
+}
+
+// TestMergeDataACKedFirst: the peer's last data and its FIN arrive with
+// no ACK of the data sent yet. The data is acknowledged at once by an ACK
+// of its own (gVisor patch 0016), and only the FIN's ACK is held, to ride
+// on tund's FIN; with no window, one ACK covers both, as gVisor sends it.
+func TestMergeDataACKedFirst(t *testing.T) {
+	for _, c := range []struct {
+		window time.Duration
+		acks   []uint32 // the pure ACKs before tund's FIN
+	}{
+		{40 * time.Millisecond, []uint32{peerISS + 6}},
+		{0, []uint32{peerISS + 7}},
+	} {
+		p := connect(t, c.window)
+		p.sendRaw(header.TCPFlagAck|header.TCPFlagPsh|header.TCPFlagFin, peerISS+1, p.iss+1, nil, []byte("hello"))
+		if _, err := io.ReadFull(p.conn, make([]byte, 5)); err != nil {
+			t.Fatal(err)
+		}
+		p.readEOF()
+		var acks []uint32
+		for {
+			f := p.next(time.Second)
+			if f.Flags&header.TCPFlagFin != 0 {
+				if f.Ack != peerISS+7 {
+					t.Errorf("window %v: tund's FIN acks %d, want %d", c.window, f.Ack, peerISS+7)
+				}
+				break
+			}
+			acks = append(acks, f.Ack)
+			if len(acks) == 1 {
+				p.conn.Close() // after the first ACK: inside the window
+			}
+		}
+		if !slices.Equal(acks, c.acks) {
+			t.Errorf("window %v: pure ACKs %v before tund's FIN, want %v", c.window, acks, c.acks)
+		}
+		want := uint64(0)
+		if c.window > 0 {
+			want = 1
+		}
+		if s := p.st.MergeStats(); s.DataACKed.Load() != want || s.Merged.Load() != want {
+			t.Errorf("window %v: data-acked %d, merged %d, want %d each", c.window, s.DataACKed.Load(), s.Merged.Load(), want)
+		}
 	}
 }

@@ -152,12 +152,24 @@ func setTCPOptions(s *gstack.Stack, c Config) error {
 // gVisor reads each when it needs it: 2 x MSL when a TIME-WAIT starts,
 // what a RST does in TIME-WAIT when one comes, the FIN-WAIT-2 timeout and
 // the delayed ACK when a connection is made.
+//
+// While some port merges, the data before a peer's FIN is acknowledged at
+// once by an ACK of its own (gVisor patch 0016), so that the merge holds
+// the FIN's ACK alone: a Linux peer with two segments unacknowledged (its
+// last data and its FIN) probes for the tail after 2 x SRTT, a few
+// milliseconds, and would send its FIN again before tund's FIN comes;
+// with its FIN alone in flight it waits 2 x SRTT + 200 ms.
 func tunableOptions(c Config) []tcpip.SettableTransportProtocolOption {
+	merges := c.FINACKMerge > 0
+	for _, w := range c.PortFINACKMerge {
+		merges = merges || w > 0
+	}
 	return []tcpip.SettableTransportProtocolOption{
 		ptr(tcpip.TCPTimeWaitTimeoutOption(2 * c.MSL)),
 		ptr(tcpip.TCPLingerTimeoutOption(c.FinWait2)),
 		ptr(tcpip.TCPTimeWaitRSTOption(c.TimeWaitRSTCloses)),
 		ptr(tcpip.TCPDelayedACKOption(c.DelayedACK)),
+		ptr(tcpip.TCPAckDataBeforeFINOption(merges)),
 	}
 }
 

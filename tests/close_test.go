@@ -7,9 +7,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tund/tund/internal/serve"
 	"github.com/tund/tund/internal/tcpflag"
 	"golang.org/x/sys/unix"
 )
@@ -292,9 +294,9 @@ func TestMergeWindowBeyondRTO(t *testing.T) {
 			ns := newNS(t)
 			startTund(t, ns, "--serve", "discard/close-delay=1s/fin-ack-merge="+c.window)
 			cap := capture(t, ns, "tund0", "tcp")
-			// No data before the FIN: with data still unacknowledged the
-			// peer's tail loss probe (RFC 8985) would retransmit after
-			// about two RTTs, long before any RTO.
+			// No data before the FIN: the peer's FIN is alone in flight,
+			// under its RTO (200 ms) and its tail loss probe (2 x SRTT +
+			// 200 ms, RFC 8985).
 			ns.MustRun("sh", "-c", fmt.Sprintf("nc -N %s 9 </dev/null", stackV4))
 			convs := conversations(cap.Stop())
 			if len(convs) != 1 {
@@ -314,5 +316,95 @@ func TestMergeWindowBeyondRTO(t *testing.T) {
 				t.Errorf("tund_fin_ack_merge_total{outcome=%q} = %v, want 1", c.outcome, v)
 			}
 		})
+	}
+}
+
+// TestMergeNoFINRetransmits: with default flags, no Linux client sends its
+// FIN again because tund held an ACK, in 1,000 closes that the clients
+// start (but daytime's, which tund starts) through echo, http, daytime and
+// a proxy to a kernel server that answers 30 ms after the request, counted
+// on the wire; and the closes of echo and the proxy still take three
+// segments. The client's request and FIN arrive together, unacknowledged:
+// were the data's ACK held with the FIN's, the client would have two
+// segments in flight and probe for the tail (RFC 8985) after 2 x SRTT, a
+// few milliseconds, well before the proxy's answer.
+func TestMergeNoFINRetransmits(t *testing.T) {
+	const each = 250
+	ns := newNS(t)
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:7100"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go serve.Each(ln, 10*time.Second, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		time.Sleep(30 * time.Millisecond) // a server that takes its time
+		c.Write(b)
+	})
+	startTund(t, ns, "--serve", "echo,http,daytime,proxy:7007=127.0.0.1:7100")
+	cap := capture(t, ns, "tund0", "tcp[tcpflags] & (tcp-fin|tcp-syn) != 0 or src port 7 or src port 7007")
+	request := map[int]string{7: "hello", 80: "GET / HTTP/1.1\r\nHost: tund\r\n\r\n", 13: "", 7007: "hello"}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for port, req := range request {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				c, err := ns.Dial("tcp", net.JoinHostPort(stackV4, strconv.Itoa(port)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if req != "" {
+					c.Write([]byte(req))
+					c.(*net.TCPConn).CloseWrite()
+				}
+				_, err = io.ReadAll(c)
+				c.Close()
+				if err != nil {
+					errs <- fmt.Errorf("port %d: %w", port, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// A client's FIN sent again by its tail loss probe goes before tund's
+	// FIN arrives, which each client has read: the capture holds them all.
+	convs := conversations(cap.Stop())
+	if len(convs) != 4*each {
+		t.Fatalf("%d connections captured, want %d", len(convs), 4*each)
+	}
+	again, merged := map[uint16]int{}, map[uint16]int{}
+	for _, c := range convs {
+		fins := 0
+		for _, s := range c.Segs {
+			if !c.FromServer(s) && s.Has(tcpflag.FIN) {
+				fins++
+			}
+		}
+		if fins > 1 {
+			again[c.Server.Port()]++
+			if again[c.Server.Port()] == 1 {
+				t.Logf("the client sent its FIN %d times:%s", fins, c)
+			}
+		}
+		if p := c.Server.Port(); (p == 7 || p == 7007) && mergeVerdict(t, c) == "merged" {
+			merged[p]++
+		}
+	}
+	t.Logf("client FINs sent again, by port: %v; three-way closes: echo %d, proxy %d of %d each; data ACKed before a held FIN ACK: %v",
+		again, merged[7], merged[7007], each, metric(t, ns, `tund_fin_ack_merge_total{outcome="data-acked"}`))
+	if len(again) > 0 {
+		t.Errorf("clients sent their FIN again in %v closes (by port), want none", again)
+	}
+	if merged[7] != each || merged[7007] != each {
+		t.Errorf("three-way closes: echo %d, proxy %d, want %d each", merged[7], merged[7007], each)
 	}
 }

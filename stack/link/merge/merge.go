@@ -72,6 +72,10 @@ type Stats struct {
 	// Flushed counts held ACKs sent early because the peer retransmitted
 	// its FIN.
 	Flushed atomic.Uint64
+	// DataACKed counts peer FINs whose data before them the stack
+	// acknowledged at once with an ACK of its own (gVisor patch 0016), so
+	// that only the FIN's ACK was held.
+	DataACKed atomic.Uint64
 }
 
 // finState is a peer FIN waiting for its ACK to go out.
@@ -211,6 +215,9 @@ func (e *Endpoint) Outbound(f wire.Fields, pkt *stack.PacketBuffer) bool {
 		flow := f.Flow
 		st.timer = time.AfterFunc(st.window, func() { e.release(flow, st) })
 		return true
+	case !st.ourFIN && f.Flags == header.TCPFlagAck && f.PayloadLen == 0 && f.Ack == st.finEnd-1:
+		// The ACK of the data before the FIN, which goes at once.
+		e.stats.DataACKed.Add(1)
 	case f.Flags&header.TCPFlagAck != 0 && wire.SeqGE(f.Ack, st.finEnd):
 		// The FIN was acknowledged by a segment we may not hold (tund's
 		// FIN was out already): nothing to merge.

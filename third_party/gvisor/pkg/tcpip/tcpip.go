@@ -1490,6 +1490,18 @@ func (*TCPDelayedACKOption) isGettableTransportProtocolOption() {}
 
 func (*TCPDelayedACKOption) isSettableTransportProtocolOption() {}
 
+// TCPAckDataBeforeFINOption, when true, has TCP acknowledge the data that
+// arrived before a peer's FIN with an ACK of its own, at once, when no ACK
+// has covered that data yet, and then the FIN with another (tund patch
+// 0016). A link layer that holds the ACK of a FIN to merge it with the
+// FIN of its own side then holds the FIN's ACK alone: the peer's data is
+// acknowledged, and the peer's timers see one segment, its FIN, in flight.
+type TCPAckDataBeforeFINOption bool
+
+func (*TCPAckDataBeforeFINOption) isGettableTransportProtocolOption() {}
+
+func (*TCPAckDataBeforeFINOption) isSettableTransportProtocolOption() {}
+
 // TCPTimeWaitReuseOption is used stack.(*Stack).TransportProtocolOption to
 // specify if the stack can reuse the port bound by an endpoint in TIME-WAIT for
 // new connections when it is safe from protocol viewpoint.

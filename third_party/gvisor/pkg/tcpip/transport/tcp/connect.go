@@ -1643,6 +1643,14 @@ func (e *Endpoint) getTimeWaitDuration() time.Duration {
 	return timeWaitDuration
 }
 
+// ackDataBeforeFIN reports the stack's tcpip.TCPAckDataBeforeFINOption
+// (tund patch 0016).
+func (e *Endpoint) ackDataBeforeFIN() bool {
+	e.protocol.mu.RLock()
+	defer e.protocol.mu.RUnlock()
+	return bool(e.protocol.ackDataBeforeFIN)
+}
+
 // handOffTimeWait offers the connection, which has just entered TIME-WAIT,
 // to the stack's TCPTimeWaitHandoffOption (tund patch 0005). If that takes
 // it, the endpoint closes at once and reports true.

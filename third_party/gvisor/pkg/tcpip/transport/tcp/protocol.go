@@ -119,6 +119,8 @@ type protocol struct {
 	timeWaitRST tcpip.TCPTimeWaitRSTOption
 	// +checklocks:mu
 	delayedACK tcpip.TCPDelayedACKOption
+	// ackDataBeforeFIN is tund patch 0016's option.
+	ackDataBeforeFIN tcpip.TCPAckDataBeforeFINOption
 	// +checklocks:mu
 	timeWaitHandoff tcpip.TCPTimeWaitHandoffOption
 	// +checklocks:mu
@@ -395,6 +397,12 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 		p.mu.Unlock()
 		return nil
 
+	case *tcpip.TCPAckDataBeforeFINOption:
+		p.mu.Lock()
+		p.ackDataBeforeFIN = *v
+		p.mu.Unlock()
+		return nil
+
 	case *tcpip.TCPTimeWaitHandoffOption:
 		p.mu.Lock()
 		p.timeWaitHandoff = *v
@@ -540,6 +548,12 @@ func (p *protocol) Option(option tcpip.GettableTransportProtocolOption) tcpip.Er
 	case *tcpip.TCPDelayedACKOption:
 		p.mu.RLock()
 		*v = p.delayedACK
+		p.mu.RUnlock()
+		return nil
+
+	case *tcpip.TCPAckDataBeforeFINOption:
+		p.mu.RLock()
+		*v = p.ackDataBeforeFIN
 		p.mu.RUnlock()
 		return nil
 

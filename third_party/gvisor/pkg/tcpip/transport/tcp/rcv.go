@@ -274,6 +274,12 @@ func (r *receiver) consumeSegment(s *segment, segSeq seqnum.Value, segLen seqnum
 
 	// Handle FIN or FIN-ACK.
 	if s.flags.Contains(header.TCPFlagFin) {
+		// tund patch 0016: data before the FIN that no ACK has covered
+		// yet gets an ACK of its own first, when the stack asks for it
+		// (tcpip.TCPAckDataBeforeFINOption).
+		if r.RcvNxt != r.ep.snd.MaxSentAck && r.ep.ackDataBeforeFIN() {
+			r.ep.snd.sendAck()
+		}
 		r.RcvNxt++
 
 		// Send ACK immediately.
