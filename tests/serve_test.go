@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHTTP checks what a curl user sees, over IPv4 and IPv6: "/" answers 200
@@ -107,6 +109,25 @@ func TestDaytimeAndChargen(t *testing.T) {
 	const line2 = "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefgh\r\n"
 	if out != line1+line2 {
 		t.Errorf("chargen sent %q, want %q", out, line1+line2)
+	}
+	// Far into the stream, across many of chargen's writes, line n is
+	// still the pattern from character n mod 95 on.
+	c := ns.DialStack(t, 19)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 74*5000)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 5000; n++ {
+		line := b[74*n : 74*n+74]
+		for i := 0; i < 72; i++ {
+			if line[i] != byte(' '+(n+i)%95) {
+				t.Fatalf("chargen's line %d is %q", n, line)
+			}
+		}
+		if line[72] != '\r' || line[73] != '\n' {
+			t.Fatalf("chargen's line %d ends in %q", n, line[72:])
+		}
 	}
 }
 

@@ -34,14 +34,14 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "in", "in: send to a discard server; out: read GET /bytes/N")
+	mode := flag.String("mode", "in", "in: send to a discard server; out: read GET /bytes/N; stream: read what the server sends unasked (chargen)")
 	addr := flag.String("addr", "", "server `host:port`")
 	streams := flag.Int("streams", 1, "parallel connections")
 	dur := flag.Duration("time", 3*time.Second, "how long to move bytes")
 	pid := flag.Int("pid", 0, "also report the CPU time of this process per GB (0: none)")
 	flag.Parse()
-	if *addr == "" || *streams < 1 || (*mode != "in" && *mode != "out") {
-		fmt.Fprintln(os.Stderr, "benchclient: need -addr, -streams >= 1 and -mode in or out")
+	if *addr == "" || *streams < 1 || (*mode != "in" && *mode != "out" && *mode != "stream") {
+		fmt.Fprintln(os.Stderr, "benchclient: need -addr, -streams >= 1 and -mode in, out or stream")
 		os.Exit(2)
 	}
 	machine0, err := machineBusy()
@@ -63,10 +63,13 @@ func main() {
 			defer wg.Done()
 			var n int64
 			var err error
-			if *mode == "in" {
+			switch *mode {
+			case "in":
 				n, err = sendUntil(*addr, deadline)
-			} else {
-				n, err = receiveUntil(*addr, deadline)
+			case "out":
+				n, err = receiveUntil(*addr, deadline, true)
+			default:
+				n, err = receiveUntil(*addr, deadline, false)
 			}
 			total.Add(n)
 			if err != nil {
@@ -129,22 +132,25 @@ func sendUntil(addr string, deadline time.Time) (int64, error) {
 	return n, nil
 }
 
-// receiveUntil reads an endless GET /bytes/N until the deadline.
-func receiveUntil(addr string, deadline time.Time) (int64, error) {
+// receiveUntil reads an endless GET /bytes/N (get), or what the server
+// sends unasked (chargen), until the deadline.
+func receiveUntil(addr string, deadline time.Time, get bool) (int64, error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return 0, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	defer c.Close()
-	host, _, _ := net.SplitHostPort(addr)
-	if _, err := fmt.Fprintf(c, "GET /bytes/1000000000000 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host); err != nil {
-		return 0, fmt.Errorf("requesting from %s: %w", addr, err)
-	}
 	c.SetReadDeadline(deadline)
 	r := bufio.NewReaderSize(c, 256<<10)
-	status, err := r.ReadString('\n')
-	if err != nil || !strings.Contains(status, " 200 ") {
-		return 0, fmt.Errorf("GET /bytes from %s: status %q, %v", addr, status, err)
+	if get {
+		host, _, _ := net.SplitHostPort(addr)
+		if _, err := fmt.Fprintf(c, "GET /bytes/1000000000000 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host); err != nil {
+			return 0, fmt.Errorf("requesting from %s: %w", addr, err)
+		}
+		status, err := r.ReadString('\n')
+		if err != nil || !strings.Contains(status, " 200 ") {
+			return 0, fmt.Errorf("GET /bytes from %s: status %q, %v", addr, status, err)
+		}
 	}
 	n, err := io.Copy(io.Discard, r)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
