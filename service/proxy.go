@@ -23,7 +23,10 @@ import (
 // send to the client a RST; fin-wait2 and fin-ack-merge apply as for any
 // service. A target that cannot be reached resets the client. When tund
 // stops, each pair is left drain to end by itself (forward.Policy.Drain).
-func proxyTo(target netip.AddrPort, drain time.Duration) handler {
+//
+// With copySplice the bytes go the common way instead (forward.Copy), with
+// none of the policy: the baseline tund's splice is measured against.
+func proxyTo(target netip.AddrPort, copySplice bool, drain time.Duration) handler {
 	return func(ctx context.Context, c *conn, log *slog.Logger) {
 		var d net.Dialer
 		kc, err := d.DialContext(ctx, "tcp", target.String())
@@ -34,6 +37,10 @@ func proxyTo(target netip.AddrPort, drain time.Duration) handler {
 		}
 		log = log.With("via", kc.LocalAddr().String())
 		log.Debug("proxy connected")
+		if copySplice {
+			forward.Copy(c.Conn, kc.(*net.TCPConn))
+			return
+		}
 		res := forward.Splice(ctx, forward.Stack(c.Conn), forward.Kernel(kc.(*net.TCPConn)), forward.Policy{
 			HalfCloseClose: c.opts.HalfClose.Close,
 			HalfCloseAfter: c.opts.HalfClose.After,

@@ -29,6 +29,11 @@ type Spec struct {
 	// Target is where proxy carries its connections; the other services
 	// have none.
 	Target netip.AddrPort
+	// CopySplice makes the proxy carry bytes the common way, an io.Copy
+	// each way (forward.Copy), instead of tund's splice: the baseline that
+	// scripts/bench-proxy measures tund's against (--serve
+	// proxy:PORT=IP:PORT/splice=copy).
+	CopySplice bool
 	Options
 	// Own are the options that the spec set itself, by name, with their
 	// values as written; the rest of Options came from the defaults.
@@ -37,7 +42,11 @@ type Spec struct {
 
 func (s Spec) String() string {
 	if s.Target.IsValid() {
-		return fmt.Sprintf("%s:%d=%s/%s", s.Name, s.Port, s.Target, s.Options)
+		splice := ""
+		if s.CopySplice {
+			splice = "/splice=copy"
+		}
+		return fmt.Sprintf("%s:%d=%s/%s%s", s.Name, s.Port, s.Target, s.Options, splice)
 	}
 	return fmt.Sprintf("%s:%d/%s", s.Name, s.Port, s.Options)
 }
@@ -87,6 +96,9 @@ func Names() []string {
 //	close-delay=DURATION              echo, discard: stay in CLOSE-WAIT this long
 //	drop-final-ack=once|P, drop-fin=once|P, delay-fin=DURATION, no-fin,
 //	loss-in=P, loss-out=P             close-path faults on its port (faults.Set)
+//	splice=tund|copy                  proxy: tund's splice, or the common
+//	                                  io.Copy each way (forward.Copy), to measure
+//	                                  tund's against
 func ParseList(list string, defaults Options) ([]Spec, error) {
 	var specs []Spec
 	ports := map[uint16]string{}
@@ -126,17 +138,43 @@ func ParseList(list string, defaults Options) ([]Spec, error) {
 		if other, dup := ports[port]; dup {
 			return nil, fmt.Errorf("services %q and %q both want port %d", other, name, port)
 		}
+		copySplice := false
+		if name == "proxy" {
+			var err error
+			if copySplice, optText, err = cutSplice(optText); err != nil {
+				return nil, fmt.Errorf("service proxy: %w", err)
+			}
+		}
 		opts, err := OptionsFor(name, optText, defaults)
 		if err != nil {
 			return nil, err
 		}
 		ports[port] = name
-		specs = append(specs, Spec{Name: name, Port: port, Target: target, Options: opts, Own: ownOptions(optText)})
+		specs = append(specs, Spec{Name: name, Port: port, Target: target, CopySplice: copySplice, Options: opts, Own: ownOptions(optText)})
 	}
 	if len(specs) == 0 {
 		return nil, errors.New("no service given")
 	}
 	return specs, nil
+}
+
+// cutSplice takes the proxy's splice=tund|copy out of the options text.
+func cutSplice(text string) (copySplice bool, rest string, err error) {
+	var kept []string
+	for _, opt := range strings.Split(text, "/") {
+		switch opt {
+		case "splice=copy":
+			copySplice = true
+		case "splice=tund":
+			copySplice = false
+		default:
+			if strings.HasPrefix(opt, "splice=") {
+				return false, "", fmt.Errorf("%s: want splice=tund (the default) or splice=copy", opt)
+			}
+			kept = append(kept, opt)
+		}
+	}
+	return copySplice, strings.Join(kept, "/"), nil
 }
 
 // OptionsFor returns defaults with the options of text, as --serve spells
@@ -290,7 +328,7 @@ func serve(ctx context.Context, ln *stack.Listener, spec Spec, options func() Op
 		return fmt.Errorf("unknown service %q", spec.Name)
 	}
 	if spec.Name == "proxy" {
-		h.serve = proxyTo(spec.Target, drain)
+		h.serve = proxyTo(spec.Target, spec.CopySplice, drain)
 		log = log.With("target", spec.Target.String())
 	}
 	var (
