@@ -28,6 +28,7 @@ type collector struct {
 	tw       *prometheus.Desc
 	wire     *prometheus.Desc
 	resent   *prometheus.Desc
+	tables   *prometheus.Desc
 	counters []counter
 }
 
@@ -40,6 +41,7 @@ func newCollector(st *stack.Stack) *collector {
 	c := &collector{
 		st:       st,
 		conns:    prometheus.NewDesc("tund_tcp_connections", "TCP endpoints of the stack by RFC 9293 state.", []string{"state"}, nil),
+		tables:   prometheus.NewDesc("tund_close_tables_bytes", "Memory of the close path's per-connection tables (the compact TIME-WAIT table's entries and the close tracer's), kept outside the Go heap: in process_resident_memory_bytes, not in go_memstats_*.", nil, nil),
 		closes:   prometheus.NewDesc("tund_tcp_closes_total", "Closes seen on the wire, by kind (four-way, three-way, simultaneous, reset, fin-wait2-timeout, retransmission-limit, half-close-policy, unfinished) and initiator: the side that sent the first FIN or RST, or both where the other side's first FIN or RST crossed it (neither end can tell which left first). A reset close is counted once its initiator is final: at the other side's first FIN or RST, or 500 ms after it ended.", []string{"kind", "initiator"}, nil),
 		states:   prometheus.NewDesc("tund_tcp_close_state_seconds", "Time tund's side of a connection spent in each closing state, as the wire shows it; TIME-WAIT runs from entering it to 2 x MSL after the last ACK tund sent in it, or to the RST or SYN that ended it.", []string{"state"}, nil),
 		retx:     prometheus.NewDesc("tund_tcp_close_retransmits_total", "FINs sent again, and pure ACKs of a FIN their sender had acknowledged already, during a close and after it completed, on the wire, by the side that sent them.", []string{"side", "segment"}, nil),
@@ -89,6 +91,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.conns
 	ch <- c.merge
 	ch <- c.closes
+	ch <- c.tables
 	ch <- c.states
 	ch <- c.retx
 	ch <- c.lostACK
@@ -112,6 +115,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range tcpstate.All() {
 		ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(counts[s.String()]), s.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.tables, prometheus.GaugeValue, float64(stack.TableBytes()))
 	m := c.st.MergeStats()
 	for outcome, v := range map[string]uint64{
 		"merged": m.Merged.Load(), "carried": m.Carried.Load(),

@@ -76,7 +76,7 @@ type Config struct {
 	TimeWaitReuse bool
 	// FullTimeWait keeps gVisor's own endpoint, about 5 KB, for each
 	// connection in TIME-WAIT. Otherwise the connections that services
-	// accepted hand their TIME-WAIT to a compact table (about 100 bytes
+	// accepted hand their TIME-WAIT to a compact table (48 bytes
 	// each, see package timewait) that behaves the same on the wire.
 	FullTimeWait bool
 	// NoTrace turns the close tracer off (for measuring what it costs).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tund/tund/stack/closes"
 	"github.com/tund/tund/stack/internal/layer"
+	"github.com/tund/tund/stack/internal/wire"
 	"github.com/tund/tund/stack/link/faults"
 	"github.com/tund/tund/stack/link/inline"
 	"github.com/tund/tund/stack/link/merge"
@@ -257,6 +258,12 @@ func (s *Stack) TimeWaitStats() *timewait.Stats {
 	}
 	return s.tw.Stats()
 }
+
+// TableBytes returns the memory that the close path's per-connection
+// tables (the compact TIME-WAIT table's entries, the tracer's) hold outside
+// the Go heap, in this process: counted in its resident memory, not in the
+// Go heap's statistics.
+func TableBytes() int64 { return wire.TableBytes() }
 
 // Closes returns the recent close records, oldest first.
 func (s *Stack) Closes() []*closes.Record { return s.closes.Records() }

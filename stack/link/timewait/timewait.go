@@ -1,6 +1,6 @@
 // Package timewait is the close-path layer that keeps the TIME-WAIT of the
-// connections tund accepted in a compact table, about 100 bytes each, in
-// place of gVisor's 5 KB endpoints, and answers their late segments as
+// connections tund accepted in a compact table, 48 bytes an entry outside
+// the Go heap (wire.FlowMap), in place of gVisor's 5 KB endpoints, and answers their late segments as
 // gVisor would.
 package timewait
 
