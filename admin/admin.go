@@ -46,7 +46,7 @@ func NewHandler(st *stack.Stack, ctl *control.Controller, token string) http.Han
 	mux := http.NewServeMux()
 	if ctl != nil {
 		reg.MustRegister(newSettingsCollector(ctl))
-		(&controlAPI{ctl: ctl, st: st, token: token}).register(mux)
+		(&controlAPI{ctl: ctl, token: token}).register(mux)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, r *http.Request) {

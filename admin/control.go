@@ -25,7 +25,6 @@ const maxBody = 64 << 10
 // changes to them, the proxies, and the wait for one connection's close.
 type controlAPI struct {
 	ctl   *control.Controller
-	st    *stack.Stack
 	token string // writes need it as a bearer token; "" lets any through
 }
 

@@ -258,7 +258,7 @@ func (ctl *Controller) AddProxy(portNum uint16, target string, knobs map[string]
 		if err != nil {
 			return &FieldError{Field: "target", Err: err}
 		}
-		if err := ctl.checkTarget(t); err != nil {
+		if err := CheckTarget(t, ctl.admin); err != nil {
 			return &FieldError{Field: "target", Err: err}
 		}
 		p := port{spec: service.Spec{Name: "proxy", Port: portNum, Target: t}, overrides: map[string]string{}}
@@ -294,11 +294,6 @@ func (ctl *Controller) ForbidTarget(admin netip.AddrPort) {
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
 	ctl.admin = admin
-}
-
-// checkTarget refuses a proxy target that is the admin server.
-func (ctl *Controller) checkTarget(t netip.AddrPort) error {
-	return CheckTarget(t, ctl.admin)
 }
 
 // CheckTarget refuses a proxy target that reaches the admin server at

@@ -119,9 +119,7 @@ func (t *table[K, V]) find(k K) (int, uint8, bool) {
 				return i, c, true
 			}
 		}
-		if i++; i == len(t.slots) {
-			i = 0
-		}
+		i = t.next(i)
 	}
 }
 
