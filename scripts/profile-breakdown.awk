@@ -24,6 +24,7 @@ function owner(f) {
 	if (f ~ /^gvisor\.dev\/gvisor\/pkg\/tcpip\/transport\/tcp\./) return "gVisor TCP"
 	if (f ~ /^gvisor\.dev\/gvisor\/pkg\/(tcpip\/adapters\/gonet|waiter)\./) return "gVisor's net.Conn (gonet: reads, writes, deadlines) and waiter queues"
 	if (f ~ /^gvisor\.dev\/gvisor\//) return "gVisor IP, routes, link layer, packet buffers"
+	if (f ~ /^github\.com\/tund\/tund\/(forward\.|service\.(\(\*proxy|serve\.proxyTo))/) return "proxy"
 	if (f ~ /^github\.com\/tund\/tund\/service\./ || f ~ /^(net\/http|net\/textproto|vendor\/golang\.org\/x\/net\/http)/) return "Go net/http and tund's handler"
 	if (f ~ /^github\.com\/tund\//) return tundKind
 	if (f ~ /^(golang\.org\/x\/|type:)/ || std(f)) return ""
@@ -44,10 +45,12 @@ function kind(   i, o, sys) {
 		if (sys) {
 			if (o == "tun-write") return "system calls: TUN writes (the kernel runs the client's TCP in them)"
 			if (o == "tun-read") return "system calls: TUN reads and polls"
+			if (o == "proxy") return "system calls: the proxy's kernel sockets (the kernel runs the server's TCP in them)"
 			return "system calls: other"
 		}
 		if (o == "tun-write" || o == "tun-read") # outside the system call: by package
 			return frames[i] ~ /^github\.com\/tund\// ? tundKind : "gVisor IP, routes, link layer, packet buffers"
+		if (o == "proxy") return "tund's proxy (forward: the splice, its kernel ends)"
 		return o
 	}
 	if (sys) return "system calls: other"

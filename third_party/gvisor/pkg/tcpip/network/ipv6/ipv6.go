@@ -1240,13 +1240,12 @@ func (e *endpoint) HandlePacket(pkt *stack.PacketBuffer) {
 		return
 	}
 
-	hView, ok := e.protocol.parseAndValidate(pkt)
+	hdr, ok := e.protocol.parseAndValidate(pkt)
 	if !ok {
 		stats.MalformedPacketsReceived.Increment()
 		return
 	}
-	defer hView.Release()
-	h := header.IPv6(hView.AsSlice())
+	h := header.IPv6(hdr)
 
 	if !checkV4Mapped(h, stats) {
 		return
@@ -1312,13 +1311,12 @@ func (e *endpoint) handleLocalPacket(pkt *stack.PacketBuffer, canSkipRXChecksum 
 	defer pkt.DecRef()
 	pkt.RXChecksumValidated = canSkipRXChecksum
 
-	hView, ok := e.protocol.parseAndValidate(pkt)
+	hdr, ok := e.protocol.parseAndValidate(pkt)
 	if !ok {
 		stats.MalformedPacketsReceived.Increment()
 		return
 	}
-	defer hView.Release()
-	h := header.IPv6(hView.AsSlice())
+	h := header.IPv6(hdr)
 
 	if !checkV4Mapped(h, stats) {
 		return
@@ -2779,11 +2777,13 @@ func (p *protocol) forwardPendingMulticastPacket(pkt *stack.PacketBuffer, instal
 func (*protocol) Wait() {}
 
 // parseAndValidate parses the packet (including its transport layer header) and
-// returns a view containing the parsed IP header. The caller is responsible
-// for releasing the returned View.
+// returns the parsed IP header, a slice of pkt's own buffer: it takes no
+// reference to the buffer's chunk, so that later reads of the header through
+// pkt do not find the chunk shared and copy it whole (a 64 KB chunk for a
+// packet the device coalesced).
 //
 // Returns true if the IP header was successfully parsed.
-func (p *protocol) parseAndValidate(pkt *stack.PacketBuffer) (*buffer.View, bool) {
+func (p *protocol) parseAndValidate(pkt *stack.PacketBuffer) ([]byte, bool) {
 	transProtoNum, hasTransportHdr, ok := p.Parse(pkt)
 	if !ok {
 		return nil, false
@@ -2800,7 +2800,7 @@ func (p *protocol) parseAndValidate(pkt *stack.PacketBuffer) (*buffer.View, bool
 		p.parseTransport(pkt, transProtoNum)
 	}
 
-	return pkt.NetworkHeader().View(), true
+	return pkt.NetworkHeader().Slice(), true
 }
 
 func (p *protocol) parseTransport(pkt *stack.PacketBuffer, transProtoNum tcpip.TransportProtocolNumber) {
