@@ -30,7 +30,7 @@ type Scenario struct {
 func All() []*Scenario {
 	return []*Scenario{
 		fourWay, threeWay, halfClose, lostFinalACK, noTimeWait,
-		samePortReconnect, portExhaustion, longMergeWindow, simultaneous, closeWaitLeak,
+		samePortReconnect, oldDuplicate, portExhaustion, longMergeWindow, simultaneous, closeWaitLeak,
 	}
 }
 

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -284,6 +285,28 @@ func TestScenarios(t *testing.T) {
 			record: func(t *testing.T, rec *closes.Record) {
 				if rec.ResetBy != closes.SideTund {
 					t.Errorf("record: reset by %q, want tund", rec.ResetBy)
+				}
+			},
+		},
+		{
+			name: "old-duplicate",
+			// MSL 0, then TIME-WAIT: a scripted peer, no kernel socket.
+			kernel: []string{"", ""}, tund: []string{"", "TIME-WAIT"},
+			wire: oldDuplicateWire,
+			records: func(t *testing.T, recs []*closes.Record) {
+				if len(recs) != 2 {
+					t.Fatalf("%d close records, want one per configuration (2)", len(recs))
+				}
+				for i, rec := range recs {
+					if rec.Initiator != closes.SideTund || rec.Kind == closes.KindReset || rec.Remote.Port() != 40077 {
+						t.Errorf("record %d: %s close started by %s with %v; want a close with FINs started by tund, with the peer's port 40077", i+1, rec.Kind, rec.Initiator, rec.Remote)
+					}
+				}
+			},
+			numbers: func(t *testing.T, r *scenario.Result) {
+				n := r.Numbers
+				if n["msl0_bytes_asked"] != 3 || n["msl0_bytes_answered"] != 5 || n["tw_bytes_answered"] != 3 {
+					t.Errorf("numbers %v: want the MSL 0 connection, asking for 3 bytes, answered with the old request's 5, and the connection from TIME-WAIT with 3", n)
 				}
 			},
 		},
@@ -696,4 +719,98 @@ func samePortWire(t *testing.T, caps [][]Segment) {
 	if gap := syn2.Sub(lastFIN); gap < 980*time.Millisecond {
 		t.Errorf("reuse: the new SYN went out %v after the server's last FIN reached TIME-WAIT, want 1 s or more:%s", gap, wireString(reuse))
 	}
+}
+
+// oldDuplicateWire checks old-duplicate on the wire, from tund's two
+// captures. The old duplicate is the peer's segment at the second
+// request's sequence number that acknowledges the first connection's data,
+// not the second connection's SYN-ACK. MSL 0: it comes after the new
+// handshake and tund acknowledges its 56 bytes, so its data went to the
+// application; the client's own request after it is a duplicate. TIME-WAIT:
+// tund answers it with an ACK of the old connection's FIN and nothing
+// more; a SYN inside the old sequence space gets no SYN-ACK, one above it
+// does.
+func oldDuplicateWire(t *testing.T, caps [][]Segment) {
+	const dupSeq, dupLen, oldEnd = 100038, 56, 100095 // the peer's numbers (scenario/olddup.go)
+	if len(caps) != 2 {
+		t.Fatalf("%d captures, want 2 (MSL 0, TIME-WAIT)", len(caps))
+	}
+	peer := netip.MustParseAddr("198.18.0.77")
+	fromPeer := func(s Segment) bool { return s.Src.Addr() == peer }
+	// MSL 0.
+	segs := caps[0]
+	var synAck *Segment
+	dup := -1
+	for i, s := range segs {
+		switch {
+		case !fromPeer(s) && s.Has(tcpflag.SYN) && s.Ack == dupSeq:
+			synAck = &segs[i]
+		case synAck != nil && fromPeer(s) && s.Seq == dupSeq && s.Len == dupLen && s.Ack != synAck.Seq+1 && dup < 0:
+			dup = i
+		}
+	}
+	if synAck == nil || dup < 0 {
+		t.Fatalf("MSL 0: no second connection at ISN %d with the old duplicate after its handshake:\n%s", dupSeq-1, segmentsString(segs))
+	}
+	if next := nextFrom(segs, dup, false, fromPeer); next == nil || next.Has(tcpflag.SYN|tcpflag.RST) || next.Ack != dupSeq+dupLen {
+		t.Errorf("MSL 0: tund's answer to the old duplicate is %v, want an ACK of its %d bytes (ack %d): the new connection took them\n%s", next, dupLen, dupSeq+dupLen, segmentsString(segs))
+	}
+	// TIME-WAIT.
+	segs = caps[1]
+	var lowSYN, highSYN = -1, -1
+	dup = -1
+	for i, s := range segs {
+		switch {
+		case fromPeer(s) && s.Flags == tcpflag.SYN && s.Seq == dupSeq-1:
+			lowSYN = i
+		case fromPeer(s) && s.Flags == tcpflag.SYN && s.Seq > oldEnd:
+			highSYN = i
+		case fromPeer(s) && s.Seq == dupSeq && s.Len == dupLen && dup < 0 && i > 0 && hasFIN(segs[:i], fromPeer):
+			dup = i
+		}
+	}
+	if dup < 0 || lowSYN < dup || highSYN < lowSYN {
+		t.Fatalf("TIME-WAIT: want the old duplicate after the close, then a SYN inside the old sequence space, then one above it:\n%s", segmentsString(segs))
+	}
+	if next := nextFrom(segs, dup, false, fromPeer); next == nil || next.Flags != tcpflag.ACK || next.Ack != oldEnd || next.Len != 0 {
+		t.Errorf("TIME-WAIT: tund answered the old duplicate with %v, want a bare ACK of %d\n%s", next, oldEnd, segmentsString(segs))
+	}
+	for _, s := range segs[lowSYN+1 : highSYN] {
+		if !fromPeer(s) {
+			t.Errorf("TIME-WAIT: tund answered the SYN inside the old sequence space with %s seq %d ack %d, want nothing", tcpflag.String(s.Flags), s.Seq, s.Ack)
+		}
+	}
+	if next := nextFrom(segs, highSYN, false, fromPeer); next == nil || next.Flags != tcpflag.SYN|tcpflag.ACK || next.Ack != segs[highSYN].Seq+1 {
+		t.Errorf("TIME-WAIT: tund answered the SYN above the old sequence space with %v, want a SYN-ACK", next)
+	}
+}
+
+// nextFrom returns the first segment after segs[i] whose fromPeer is
+// peer, or nil.
+func nextFrom(segs []Segment, i int, peer bool, fromPeer func(Segment) bool) *Segment {
+	for j := i + 1; j < len(segs); j++ {
+		if fromPeer(segs[j]) == peer {
+			return &segs[j]
+		}
+	}
+	return nil
+}
+
+// hasFIN reports whether some segment of segs from the peer is a FIN.
+func hasFIN(segs []Segment, fromPeer func(Segment) bool) bool {
+	for _, s := range segs {
+		if fromPeer(s) && s.Has(tcpflag.FIN) {
+			return true
+		}
+	}
+	return false
+}
+
+// segmentsString lists segs one a line, for failures.
+func segmentsString(segs []Segment) string {
+	var b strings.Builder
+	for _, s := range segs {
+		fmt.Fprintf(&b, "  %v > %v %s seq %d ack %d len %d\n", s.Src, s.Dst, tcpflag.String(s.Flags), s.Seq, s.Ack, s.Len)
+	}
+	return b.String()
 }

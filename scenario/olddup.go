@@ -1,0 +1,381 @@
+package scenario
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/internal/tcpflag"
+)
+
+// The old-duplicate story's peer and its sequence numbers. The peer's
+// first connection starts at oldISS; the second, on the same 4-tuple, at
+// oldISS + len(oldFirst): inside the sequence space the first one used, as
+// for a client whose connection outran the ISN clock of RFC 6528 (64 ns a
+// number, 15.6 MB a second), so that the old connection's second segment
+// lies exactly where the new connection's data begins.
+const (
+	oldDupPort = 40077
+	oldISS     = 100000
+)
+
+// The requests: the first connection asks for 1 byte and then, in a
+// segment of its own, for 5 bytes and the end of the connection; the
+// second asks for 3 bytes. oldSecond and newRequest are the same length,
+// so the new request lies wholly under the old duplicate.
+var (
+	oldFirst   = []byte("GET /bytes/1 HTTP/1.1\r\nHost: tund\r\n\r\n")
+	oldSecond  = []byte("GET /bytes/5 HTTP/1.1\r\nHost: tund\r\nConnection: close\r\n\r\n")
+	newRequest = []byte("GET /bytes/3 HTTP/1.1\r\nHost: tund\r\nConnection: close\r\n\r\n")
+)
+
+// oldDuplicate: an old duplicate of a connection's data reaches a new
+// connection on the same 4-tuple.
+var oldDuplicate = &Scenario{
+	Name:  "old-duplicate",
+	Title: "an old connection's segment reaches a new one on the same 4-tuple: without TIME-WAIT it is read as data; TIME-WAIT absorbs it and screens the new SYN",
+	run: func(e *Env) error {
+		if err := oldDuplicateNoTimeWait(e); err != nil {
+			return fmt.Errorf("MSL 0: %w", err)
+		}
+		if err := oldDuplicateTimeWait(e); err != nil {
+			return fmt.Errorf("TIME-WAIT: %w", err)
+		}
+		return nil
+	},
+	explain: `TIME-WAIT lasts 2 x MSL for two reasons (RFC 9293 §3.4.2, §3.6): the
+final ACK may be lost (see lost-final-ack), and segments of the old
+connection may still be in the network, delayed or duplicated, when a new
+connection on the same 4-tuple starts. If the new connection's sequence
+space overlaps the old one, which happens when the old connection sent
+faster than the ISN clock advances (RFC 6528: 4 microseconds a number in
+RFC 9293, 64 ns in Linux and gVisor, 15.6 MB a second), an old segment can
+land inside the new connection's window and be taken for its data. Here a
+scripted peer at 198.18.0.77 talks HTTP to tund with sequence numbers
+chosen so: its first connection sends two requests, the second in a
+segment of its own, and tund closes first after answering (Connection:
+close); the network keeps a duplicate of that second segment. The second
+connection on the same 4-tuple starts its sequence space where that
+segment lies. With --msl 0 tund forgot the first connection at once,
+accepted the second, and read the old duplicate as the new connection's
+first bytes: its http service answered the old request (5 bytes) instead
+of the one the client sent (3 bytes), and the client's own bytes, arriving
+after, were trimmed as duplicates. gVisor has no PAWS (RFC 7323 §5), which
+would drop the old segment by its timestamp on Linux; the peer sends no
+timestamps, so that neither side could. With TIME-WAIT, tund still held the
+old connection: the duplicate was answered with an ACK of what tund had
+already received (RFC 9293 §3.10.7.4: in TIME-WAIT only a retransmitted
+FIN is acceptable) and no byte was delivered, and the new SYN was screened
+by its sequence number (RFC 9293 §3.10.7.4 and RFC 1122 §4.2.2.13): one
+inside the old sequence space was not taken for a new connection; one
+above it was, and opened a clean connection from TIME-WAIT. RFC 6191 would
+also accept a SYN whose timestamp is above the old connection's; gVisor
+checks the sequence number only.`,
+}
+
+// oldDupPeer returns the scripted peer for tund's http port.
+func oldDupPeer(e *Env) (*rawPeer, error) {
+	return e.newRawPeer(netip.AddrPortFrom(netip.MustParseAddr(rawPeerV4), oldDupPort),
+		netip.AddrPortFrom(netip.MustParseAddr(stackV4), 80))
+}
+
+// handshake opens a connection from the peer with its ISN iss and returns
+// tund's.
+func (p *rawPeer) handshake(iss uint32) (uint32, error) {
+	if _, err := p.send(header.TCPFlagSyn, iss, 0, nil); err != nil {
+		return 0, err
+	}
+	s, err := p.next(3 * time.Second)
+	if err != nil {
+		return 0, fmt.Errorf("waiting for the SYN-ACK: %w", err)
+	}
+	if s.Flags != header.TCPFlagSyn|header.TCPFlagAck || s.Ack != iss+1 {
+		return 0, fmt.Errorf("tund answered the SYN (ISN %d) with %s ack %d, not a SYN-ACK", iss, s.Flags, s.Ack)
+	}
+	_, err = p.send(header.TCPFlagAck, iss+1, s.Seq+1, nil)
+	return s.Seq, err
+}
+
+// readToFIN reads what tund sends from rcvNxt up to its FIN, ACKing each
+// segment as a client does, and returns the bytes and the sequence number
+// after the FIN.
+func (p *rawPeer) readToFIN(sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
+	var data []byte
+	for {
+		s, err := p.next(3 * time.Second)
+		if err != nil {
+			return data, rcvNxt, fmt.Errorf("waiting for tund's reply and FIN (%d bytes so far): %w", len(data), err)
+		}
+		if s.Flags&header.TCPFlagRst != 0 {
+			return data, rcvNxt, fmt.Errorf("tund reset the connection (%d bytes so far)", len(data))
+		}
+		if s.Seq == rcvNxt && len(s.Payload) > 0 {
+			data = append(data, s.Payload...)
+			rcvNxt += uint32(len(s.Payload))
+		}
+		fin := s.Flags&header.TCPFlagFin != 0 && s.Seq+uint32(len(s.Payload)) == rcvNxt
+		if fin {
+			rcvNxt++
+		}
+		if len(s.Payload) > 0 || fin {
+			if _, err := p.send(header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
+				return data, rcvNxt, err
+			}
+		}
+		if fin {
+			return data, rcvNxt, nil
+		}
+	}
+}
+
+// finish sends the peer's FIN after tund's and waits for tund's final ACK.
+func (p *rawPeer) finish(sndNxt, rcvNxt uint32) error {
+	if _, err := p.send(header.TCPFlagFin|header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
+		return err
+	}
+	for {
+		s, err := p.next(3 * time.Second)
+		if err != nil {
+			return fmt.Errorf("waiting for tund's final ACK: %w", err)
+		}
+		if s.Flags == header.TCPFlagAck && s.Ack == sndNxt+1 {
+			return nil
+		}
+	}
+}
+
+// oldConnection plays the first connection: two requests, the second in a
+// segment of its own, whose packet it returns (the network's duplicate),
+// and a close that tund starts. end is the peer's sequence number after
+// its FIN.
+func oldConnection(p *rawPeer) (dup []byte, end uint32, err error) {
+	tiss, err := p.handshake(oldISS)
+	if err != nil {
+		return nil, 0, err
+	}
+	seq, rcv := uint32(oldISS+1), tiss+1
+	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldFirst); err != nil {
+		return nil, 0, err
+	}
+	seq += uint32(len(oldFirst))
+	if dup, err = p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldSecond); err != nil {
+		return nil, 0, err
+	}
+	seq += uint32(len(oldSecond))
+	reply, rcv, err := p.readToFIN(seq, rcv)
+	if err != nil {
+		return nil, 0, err
+	}
+	if n := bytes.Count(reply, []byte("HTTP/1.1 200")); n != 2 {
+		return nil, 0, fmt.Errorf("the first connection's two requests got %d answers: %q", n, reply)
+	}
+	return dup, seq + 1, p.finish(seq, rcv)
+}
+
+// body returns the body of the one HTTP response in b.
+func body(b []byte) ([]byte, error) {
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading tund's answer %q: %w", b, err)
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
+// oldDupWire appends the run's segments between the peer and tund to the
+// result, the replayed one marked.
+func oldDupWire(e *Env, config string, p *rawPeer, dupSeq uint32) error {
+	e.stopTund()
+	segs, err := readPcap(e.res.Pcaps[len(e.res.Pcaps)-1])
+	if err != nil {
+		return err
+	}
+	segs = between(segs, p.local, p.remote)
+	if len(segs) == 0 {
+		return errors.New("tund's pcap holds no segment of the peer's")
+	}
+	e.res.Wire = append(e.res.Wire, config+":")
+	t0, syns, replay := segs[0].T, 0, false
+	for _, s := range segs {
+		who := "tund"
+		if s.Src == p.local {
+			who = "peer"
+		}
+		what := ""
+		switch {
+		case who == "peer" && s.Flags == tcpflag.SYN:
+			syns++
+			what = fmt.Sprintf("SYN, connection %d (ISN %d)", syns, s.Seq)
+		case s.Flags&tcpflag.SYN != 0:
+			what = "SYN-ACK"
+		case s.Flags&tcpflag.RST != 0:
+			what = "RST"
+		case who == "peer" && syns > 1 && s.Seq == dupSeq && s.Len > 0 && !replay:
+			replay = true
+			what = fmt.Sprintf("data, %d bytes: the OLD DUPLICATE of connection 1's second request", s.Len)
+		case s.Len > 0:
+			what = fmt.Sprintf("data, %d bytes", s.Len)
+		case s.Flags&tcpflag.FIN != 0:
+			what = "FIN"
+		}
+		e.res.Wire = append(e.res.Wire, fmt.Sprintf("  +%.4fs %s %-3s seq=%-10d ack=%-10d %s",
+			s.T.Sub(t0).Seconds(), who, tcpflag.String(s.Flags), s.Seq, s.Ack, what))
+	}
+	return nil
+}
+
+// oldDuplicateNoTimeWait: with --msl 0 the old duplicate becomes the new
+// connection's data.
+func oldDuplicateNoTimeWait(e *Env) error {
+	if err := e.startTund("--serve", "http", "--msl", "0"); err != nil {
+		return err
+	}
+	p, err := oldDupPeer(e)
+	if err != nil {
+		return err
+	}
+	dup, _, err := oldConnection(p)
+	if err != nil {
+		return fmt.Errorf("the first connection: %w", err)
+	}
+	rec, err := e.record(p.local, false, 5*time.Second, nil)
+	if err != nil {
+		return err
+	}
+	e.addRecord(rec)
+	if err := e.observe("MSL 0: the first connection closed (tund first); tund keeps no TIME-WAIT", is(p.local)); err != nil {
+		return err
+	}
+	iss := uint32(oldISS + len(oldFirst))
+	tiss, err := p.handshake(iss)
+	if err != nil {
+		return fmt.Errorf("the second connection, ISN %d: %w", iss, err)
+	}
+	if err := p.inject(dup); err != nil { // the network delivers the old duplicate
+		return err
+	}
+	seq := iss + 1
+	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
+		return err
+	}
+	seq += uint32(len(newRequest))
+	reply, rcv, err := p.readToFIN(seq, tiss+1)
+	if err != nil {
+		return fmt.Errorf("the second connection: %w", err)
+	}
+	if err := p.finish(seq, rcv); err != nil {
+		return err
+	}
+	got, err := body(reply)
+	if err != nil {
+		return err
+	}
+	e.res.Numbers["msl0_bytes_asked"] = 3
+	e.res.Numbers["msl0_bytes_answered"] = float64(len(got))
+	e.note("MSL 0, byte for byte: the second connection sent %q; the old duplicate at the same sequence number %d carried %q; tund's http service read the old one and answered %q with a body of %d bytes, not 3.",
+		newRequest, seqOf(dup), oldSecond, firstLine(reply), len(got))
+	if err := oldDupWire(e, "MSL 0 (--msl 0)", p, seqOf(dup)); err != nil {
+		return err
+	}
+	return expect(len(got) == 5, "with MSL 0 the second connection got a body of %d bytes: the old duplicate was not taken as data (want 5, the old request's)", len(got))
+}
+
+// oldDuplicateTimeWait: with TIME-WAIT the old duplicate is absorbed and
+// the new SYN screened.
+func oldDuplicateTimeWait(e *Env) error {
+	const msl = 5 * time.Second // longer than the run: TIME-WAIT holds throughout
+	if err := e.startTund("--serve", "http", "--msl", msl.String()); err != nil {
+		return err
+	}
+	p, err := oldDupPeer(e)
+	if err != nil {
+		return err
+	}
+	dup, end, err := oldConnection(p)
+	if err != nil {
+		return fmt.Errorf("the first connection: %w", err)
+	}
+	if err := e.awaitTund(p.local, "TIME-WAIT", 2*time.Second); err != nil {
+		return err
+	}
+	rec, err := e.record(p.local, false, 5*time.Second, nil)
+	if err != nil {
+		return err
+	}
+	e.addRecord(rec)
+	if err := e.observe("TIME-WAIT: the first connection closed (tund first); tund holds it for 2 x MSL", is(p.local)); err != nil {
+		return err
+	}
+	// The duplicate, in TIME-WAIT: an ACK of what tund received, no data.
+	if err := p.inject(dup); err != nil {
+		return err
+	}
+	s, err := p.next(2 * time.Second)
+	if err != nil {
+		return fmt.Errorf("after the old duplicate: %w", err)
+	}
+	if s.Flags != header.TCPFlagAck || s.Ack != end || len(s.Payload) != 0 {
+		return fmt.Errorf("tund in TIME-WAIT answered the old duplicate with %s ack %d (%d bytes), want an ACK of %d", s.Flags, s.Ack, len(s.Payload), end)
+	}
+	e.note("TIME-WAIT: tund answered the old duplicate (seq %d) with an ACK of %d, the end of what the first connection carried, and delivered nothing.", seqOf(dup), end)
+	// A SYN inside the old sequence space: not a new connection.
+	low := uint32(oldISS + len(oldFirst))
+	if _, err := p.send(header.TCPFlagSyn, low, 0, nil); err != nil {
+		return err
+	}
+	answer := "nothing (dropped)"
+	if s, err := p.next(500 * time.Millisecond); err == nil {
+		if s.Flags&header.TCPFlagSyn != 0 {
+			return fmt.Errorf("tund in TIME-WAIT accepted a SYN (ISN %d) below the old connection's end %d", low, end)
+		}
+		answer = fmt.Sprintf("%s ack %d", s.Flags, s.Ack)
+	} else if !errors.Is(err, errNoSegment) {
+		return err
+	}
+	e.note("A SYN with ISN %d, inside the old sequence space, got %s.", low, answer)
+	e.res.Numbers["tw_low_syn_accepted"] = 0
+	// A SYN above it: a new connection, from TIME-WAIT.
+	high := end + 100000
+	tiss, err := p.handshake(high)
+	if err != nil {
+		return fmt.Errorf("a SYN above the old sequence space (ISN %d): %w", high, err)
+	}
+	seq := high + 1
+	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
+		return err
+	}
+	seq += uint32(len(newRequest))
+	reply, rcv, err := p.readToFIN(seq, tiss+1)
+	if err != nil {
+		return fmt.Errorf("the connection from TIME-WAIT: %w", err)
+	}
+	if err := p.finish(seq, rcv); err != nil {
+		return err
+	}
+	got, err := body(reply)
+	if err != nil {
+		return err
+	}
+	e.res.Numbers["tw_bytes_answered"] = float64(len(got))
+	e.note("A SYN with ISN %d, above it, opened a new connection from TIME-WAIT, whose request for 3 bytes got %d.", high, len(got))
+	if err := oldDupWire(e, "TIME-WAIT (--msl "+msl.String()+")", p, seqOf(dup)); err != nil {
+		return err
+	}
+	return expect(len(got) == 3, "the connection opened from TIME-WAIT got a body of %d bytes, want 3", len(got))
+}
+
+// firstLine returns the first line of an HTTP message.
+func firstLine(b []byte) string {
+	if i := bytes.IndexByte(b, '\r'); i >= 0 {
+		return string(b[:i])
+	}
+	return strconv.Quote(string(b))
+}
