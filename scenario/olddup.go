@@ -13,6 +13,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/tund/tund/internal/rawpeer"
 	"github.com/tund/tund/internal/tcpflag"
 )
 
@@ -81,36 +82,50 @@ also accept a SYN whose timestamp is above the old connection's; gVisor
 checks the sequence number only.`,
 }
 
-// oldDupPeer returns the scripted peer for tund's http port.
-func oldDupPeer(e *Env) (*rawPeer, error) {
-	return e.newRawPeer(netip.AddrPortFrom(netip.MustParseAddr(rawPeerV4), oldDupPort),
+// rawPeerV4 is the scripted peer's address: inside the TUN device's
+// subnet, so that tund routes its answers into the device, but not the
+// kernel's, so that the kernel neither answers tund's segments nor sends
+// its own from there (the namespace does not forward: it drops them).
+const rawPeerV4 = "198.18.0.77"
+
+// oldDupPeer returns the scripted peer for tund's http port, closed with
+// the run.
+func oldDupPeer(e *Env) (*rawpeer.Peer, error) {
+	p, err := rawpeer.Open(e.ns, tunName, nil, netip.AddrPortFrom(netip.MustParseAddr(rawPeerV4), oldDupPort),
 		netip.AddrPortFrom(netip.MustParseAddr(stackV4), 80))
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.cleanups = append(e.cleanups, func() { p.Close() })
+	e.mu.Unlock()
+	return p, nil
 }
 
 // handshake opens a connection from the peer with its ISN iss and returns
 // tund's.
-func (p *rawPeer) handshake(iss uint32) (uint32, error) {
-	if _, err := p.send(header.TCPFlagSyn, iss, 0, nil); err != nil {
+func handshake(p *rawpeer.Peer, iss uint32) (uint32, error) {
+	if _, err := p.Send(header.TCPFlagSyn, iss, 0, nil); err != nil {
 		return 0, err
 	}
-	s, err := p.next(3 * time.Second)
+	s, err := p.Next(3 * time.Second)
 	if err != nil {
 		return 0, fmt.Errorf("waiting for the SYN-ACK: %w", err)
 	}
 	if s.Flags != header.TCPFlagSyn|header.TCPFlagAck || s.Ack != iss+1 {
 		return 0, fmt.Errorf("tund answered the SYN (ISN %d) with %s ack %d, not a SYN-ACK", iss, s.Flags, s.Ack)
 	}
-	_, err = p.send(header.TCPFlagAck, iss+1, s.Seq+1, nil)
+	_, err = p.Send(header.TCPFlagAck, iss+1, s.Seq+1, nil)
 	return s.Seq, err
 }
 
 // readToFIN reads what tund sends from rcvNxt up to its FIN, ACKing each
 // segment as a client does, and returns the bytes and the sequence number
 // after the FIN.
-func (p *rawPeer) readToFIN(sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
+func readToFIN(p *rawpeer.Peer, sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
 	var data []byte
 	for {
-		s, err := p.next(3 * time.Second)
+		s, err := p.Next(3 * time.Second)
 		if err != nil {
 			return data, rcvNxt, fmt.Errorf("waiting for tund's reply and FIN (%d bytes so far): %w", len(data), err)
 		}
@@ -126,7 +141,7 @@ func (p *rawPeer) readToFIN(sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
 			rcvNxt++
 		}
 		if len(s.Payload) > 0 || fin {
-			if _, err := p.send(header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
+			if _, err := p.Send(header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
 				return data, rcvNxt, err
 			}
 		}
@@ -137,12 +152,12 @@ func (p *rawPeer) readToFIN(sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
 }
 
 // finish sends the peer's FIN after tund's and waits for tund's final ACK.
-func (p *rawPeer) finish(sndNxt, rcvNxt uint32) error {
-	if _, err := p.send(header.TCPFlagFin|header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
+func finish(p *rawpeer.Peer, sndNxt, rcvNxt uint32) error {
+	if _, err := p.Send(header.TCPFlagFin|header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
 		return err
 	}
 	for {
-		s, err := p.next(3 * time.Second)
+		s, err := p.Next(3 * time.Second)
 		if err != nil {
 			return fmt.Errorf("waiting for tund's final ACK: %w", err)
 		}
@@ -156,28 +171,28 @@ func (p *rawPeer) finish(sndNxt, rcvNxt uint32) error {
 // segment of its own, whose packet it returns (the network's duplicate),
 // and a close that tund starts. end is the peer's sequence number after
 // its FIN.
-func oldConnection(p *rawPeer) (dup []byte, end uint32, err error) {
-	tiss, err := p.handshake(oldISS)
+func oldConnection(p *rawpeer.Peer) (dup []byte, end uint32, err error) {
+	tiss, err := handshake(p, oldISS)
 	if err != nil {
 		return nil, 0, err
 	}
 	seq, rcv := uint32(oldISS+1), tiss+1
-	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldFirst); err != nil {
+	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldFirst); err != nil {
 		return nil, 0, err
 	}
 	seq += uint32(len(oldFirst))
-	if dup, err = p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldSecond); err != nil {
+	if dup, err = p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldSecond); err != nil {
 		return nil, 0, err
 	}
 	seq += uint32(len(oldSecond))
-	reply, rcv, err := p.readToFIN(seq, rcv)
+	reply, rcv, err := readToFIN(p, seq, rcv)
 	if err != nil {
 		return nil, 0, err
 	}
 	if n := bytes.Count(reply, []byte("HTTP/1.1 200")); n != 2 {
 		return nil, 0, fmt.Errorf("the first connection's two requests got %d answers: %q", n, reply)
 	}
-	return dup, seq + 1, p.finish(seq, rcv)
+	return dup, seq + 1, finish(p, seq, rcv)
 }
 
 // body returns the body of the one HTTP response in b.
@@ -192,13 +207,13 @@ func body(b []byte) ([]byte, error) {
 
 // oldDupWire appends the run's segments between the peer and tund to the
 // result, the replayed one marked.
-func oldDupWire(e *Env, config string, p *rawPeer, dupSeq uint32) error {
+func oldDupWire(e *Env, config string, p *rawpeer.Peer, dupSeq uint32) error {
 	e.stopTund()
 	segs, err := readPcap(e.res.Pcaps[len(e.res.Pcaps)-1])
 	if err != nil {
 		return err
 	}
-	segs = between(segs, p.local, p.remote)
+	segs = between(segs, p.Local, p.Remote)
 	if len(segs) == 0 {
 		return errors.New("tund's pcap holds no segment of the peer's")
 	}
@@ -206,7 +221,7 @@ func oldDupWire(e *Env, config string, p *rawPeer, dupSeq uint32) error {
 	t0, syns, replay := segs[0].T, 0, false
 	for _, s := range segs {
 		who := "tund"
-		if s.Src == p.local {
+		if s.Src == p.Local {
 			who = "peer"
 		}
 		what := ""
@@ -246,32 +261,32 @@ func oldDuplicateNoTimeWait(e *Env) error {
 	if err != nil {
 		return fmt.Errorf("the first connection: %w", err)
 	}
-	rec, err := e.record(p.local, false, 5*time.Second, nil)
+	rec, err := e.record(p.Local, false, 5*time.Second, nil)
 	if err != nil {
 		return err
 	}
 	e.addRecord(rec)
-	if err := e.observe("MSL 0: the first connection closed (tund first); tund keeps no TIME-WAIT", is(p.local)); err != nil {
+	if err := e.observe("MSL 0: the first connection closed (tund first); tund keeps no TIME-WAIT", is(p.Local)); err != nil {
 		return err
 	}
 	iss := uint32(oldISS + len(oldFirst))
-	tiss, err := p.handshake(iss)
+	tiss, err := handshake(p, iss)
 	if err != nil {
 		return fmt.Errorf("the second connection, ISN %d: %w", iss, err)
 	}
-	if err := p.inject(dup); err != nil { // the network delivers the old duplicate
+	if err := p.Inject(dup); err != nil { // the network delivers the old duplicate
 		return err
 	}
 	seq := iss + 1
-	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
+	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
 		return err
 	}
 	seq += uint32(len(newRequest))
-	reply, rcv, err := p.readToFIN(seq, tiss+1)
+	reply, rcv, err := readToFIN(p, seq, tiss+1)
 	if err != nil {
 		return fmt.Errorf("the second connection: %w", err)
 	}
-	if err := p.finish(seq, rcv); err != nil {
+	if err := finish(p, seq, rcv); err != nil {
 		return err
 	}
 	got, err := body(reply)
@@ -281,8 +296,8 @@ func oldDuplicateNoTimeWait(e *Env) error {
 	e.res.Numbers["msl0_bytes_asked"] = 3
 	e.res.Numbers["msl0_bytes_answered"] = float64(len(got))
 	e.note("MSL 0, byte for byte: the second connection sent %q; the old duplicate at the same sequence number %d carried %q; tund's http service read the old one and answered %q with a body of %d bytes, not 3.",
-		newRequest, seqOf(dup), oldSecond, firstLine(reply), len(got))
-	if err := oldDupWire(e, "MSL 0 (--msl 0)", p, seqOf(dup)); err != nil {
+		newRequest, rawpeer.SeqOf(dup), oldSecond, firstLine(reply), len(got))
+	if err := oldDupWire(e, "MSL 0 (--msl 0)", p, rawpeer.SeqOf(dup)); err != nil {
 		return err
 	}
 	return expect(len(got) == 5, "with MSL 0 the second connection got a body of %d bytes: the old duplicate was not taken as data (want 5, the old request's)", len(got))
@@ -303,61 +318,61 @@ func oldDuplicateTimeWait(e *Env) error {
 	if err != nil {
 		return fmt.Errorf("the first connection: %w", err)
 	}
-	if err := e.awaitTund(p.local, "TIME-WAIT", 2*time.Second); err != nil {
+	if err := e.awaitTund(p.Local, "TIME-WAIT", 2*time.Second); err != nil {
 		return err
 	}
-	rec, err := e.record(p.local, false, 5*time.Second, nil)
+	rec, err := e.record(p.Local, false, 5*time.Second, nil)
 	if err != nil {
 		return err
 	}
 	e.addRecord(rec)
-	if err := e.observe("TIME-WAIT: the first connection closed (tund first); tund holds it for 2 x MSL", is(p.local)); err != nil {
+	if err := e.observe("TIME-WAIT: the first connection closed (tund first); tund holds it for 2 x MSL", is(p.Local)); err != nil {
 		return err
 	}
 	// The duplicate, in TIME-WAIT: an ACK of what tund received, no data.
-	if err := p.inject(dup); err != nil {
+	if err := p.Inject(dup); err != nil {
 		return err
 	}
-	s, err := p.next(2 * time.Second)
+	s, err := p.Next(2 * time.Second)
 	if err != nil {
 		return fmt.Errorf("after the old duplicate: %w", err)
 	}
 	if s.Flags != header.TCPFlagAck || s.Ack != end || len(s.Payload) != 0 {
 		return fmt.Errorf("tund in TIME-WAIT answered the old duplicate with %s ack %d (%d bytes), want an ACK of %d", s.Flags, s.Ack, len(s.Payload), end)
 	}
-	e.note("TIME-WAIT: tund answered the old duplicate (seq %d) with an ACK of %d, the end of what the first connection carried, and delivered nothing.", seqOf(dup), end)
+	e.note("TIME-WAIT: tund answered the old duplicate (seq %d) with an ACK of %d, the end of what the first connection carried, and delivered nothing.", rawpeer.SeqOf(dup), end)
 	// A SYN inside the old sequence space: not a new connection.
 	low := uint32(oldISS + len(oldFirst))
-	if _, err := p.send(header.TCPFlagSyn, low, 0, nil); err != nil {
+	if _, err := p.Send(header.TCPFlagSyn, low, 0, nil); err != nil {
 		return err
 	}
 	answer := "nothing (dropped)"
-	if s, err := p.next(500 * time.Millisecond); err == nil {
+	if s, err := p.Next(500 * time.Millisecond); err == nil {
 		if s.Flags&header.TCPFlagSyn != 0 {
 			return fmt.Errorf("tund in TIME-WAIT accepted a SYN (ISN %d) below the old connection's end %d", low, end)
 		}
 		answer = fmt.Sprintf("%s ack %d", s.Flags, s.Ack)
-	} else if !errors.Is(err, errNoSegment) {
+	} else if !errors.Is(err, rawpeer.ErrNoSegment) {
 		return err
 	}
 	e.note("A SYN with ISN %d, inside the old sequence space, got %s.", low, answer)
 	e.res.Numbers["tw_low_syn_accepted"] = 0
 	// A SYN above it: a new connection, from TIME-WAIT.
 	high := end + 100000
-	tiss, err := p.handshake(high)
+	tiss, err := handshake(p, high)
 	if err != nil {
 		return fmt.Errorf("a SYN above the old sequence space (ISN %d): %w", high, err)
 	}
 	seq := high + 1
-	if _, err := p.send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
+	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
 		return err
 	}
 	seq += uint32(len(newRequest))
-	reply, rcv, err := p.readToFIN(seq, tiss+1)
+	reply, rcv, err := readToFIN(p, seq, tiss+1)
 	if err != nil {
 		return fmt.Errorf("the connection from TIME-WAIT: %w", err)
 	}
-	if err := p.finish(seq, rcv); err != nil {
+	if err := finish(p, seq, rcv); err != nil {
 		return err
 	}
 	got, err := body(reply)
@@ -366,7 +381,7 @@ func oldDuplicateTimeWait(e *Env) error {
 	}
 	e.res.Numbers["tw_bytes_answered"] = float64(len(got))
 	e.note("A SYN with ISN %d, above it, opened a new connection from TIME-WAIT, whose request for 3 bytes got %d.", high, len(got))
-	if err := oldDupWire(e, "TIME-WAIT (--msl "+msl.String()+")", p, seqOf(dup)); err != nil {
+	if err := oldDupWire(e, "TIME-WAIT (--msl "+msl.String()+")", p, rawpeer.SeqOf(dup)); err != nil {
 		return err
 	}
 	return expect(len(got) == 3, "the connection opened from TIME-WAIT got a body of %d bytes, want 3", len(got))
