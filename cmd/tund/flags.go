@@ -80,6 +80,8 @@ Usage:
                         add, remove or list proxies while it runs
   tund scenario [NAME] [--json] [--pcap FILE]
                         the classic close-path stories, each run in a namespace of its own
+  tund conform [--json|--markdown] [--case NAME]... [-- FLAGS]
+                        close-path cases against the Linux kernel and tund, segment by segment
   (conns, closes, get, set, reset and proxy take --admin ADDR; the writes --token-file FILE)
 
 tund creates the TUN interface --tun in the current network namespace, gives
@@ -138,7 +140,11 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	dial := dialFlag(fs)
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log `format`: text or json")
+	like := fs.String("like", "", "`linux`: close as the Linux kernel does where tund's defaults differ (tund conform, CONFORMANCE.md):\n"+likeLinuxHelp+"; a flag given on its own wins")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := applyLike(fs, *like); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -281,4 +287,45 @@ func parsePortRange(s string) ([2]uint16, error) {
 		return [2]uint16{}, fmt.Errorf("--port-range %q: want LO-HI, two ports such as 40000-40099", s)
 	}
 	return [2]uint16{uint16(l), uint16(h)}, nil
+}
+
+// likeLinux are the flags --like linux sets: where tund's defaults differ
+// from Linux's close path by choice (tund conform measures it), Linux's
+// value. The others already match: TIME-WAIT lasts 2 x 30 s, as Linux's
+// 60 s; the 40 ms FIN/ACK merge window lets the ACK of a peer's FIN ride
+// on the application's FIN, as Linux's delayed ACK does; and Linux
+// acknowledges a new connection's first segments at once (quick ACKs), as
+// tund's --delayed-ack 0 does.
+var likeLinux = [][2]string{
+	{"time-wait-rst", "close"}, // tcp_rfc1337=0: a RST ends TIME-WAIT
+}
+
+var likeLinuxHelp = func() string {
+	var parts []string
+	for _, f := range likeLinux {
+		parts = append(parts, "--"+f[0]+" "+f[1])
+	}
+	return strings.Join(parts, ", ")
+}()
+
+// applyLike sets the flags of --like VALUE that the command line did not
+// set itself.
+func applyLike(fs *flag.FlagSet, like string) error {
+	switch like {
+	case "":
+		return nil
+	case "linux":
+	default:
+		return fmt.Errorf("--like %q: the only value is linux", like)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, f := range likeLinux {
+		if !given[f[0]] {
+			if err := fs.Set(f[0], f[1]); err != nil {
+				return fmt.Errorf("--like linux: --%s %s: %w", f[0], f[1], err)
+			}
+		}
+	}
+	return nil
 }

@@ -48,6 +48,8 @@ func run(args []string, stderr io.Writer) int {
 			return proxyCommand(args[1:], os.Stdout, stderr)
 		case "scenario":
 			return scenarioCommand(args[1:], os.Stdout, stderr)
+		case "conform":
+			return conformCommand(args[1:], os.Stdout, stderr)
 		case "bench-server":
 			return benchServerCommand(args[1:], stderr)
 		case "bench-conns":

@@ -149,7 +149,7 @@ func (p *Peer) Next(timeout time.Duration) (Segment, error) {
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return Segment{}, fmt.Errorf("%w from %v within %v", ErrNoSegment, p.Remote, timeout)
+			return Segment{}, fmt.Errorf("%w from %v within %v", ErrNoSegment, p.Remote, timeout.Round(time.Millisecond))
 		}
 		tv := unix.NsecToTimeval(left.Nanoseconds())
 		if err := unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {

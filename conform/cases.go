@@ -1,0 +1,542 @@
+package conform
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/tund/tund/internal/rawpeer"
+)
+
+// wait is how long a peer waits for an answer that should come at once
+// (a delayed ACK included).
+const wait = 2 * time.Second
+
+const (
+	fin = header.TCPFlagFin
+	syn = header.TCPFlagSyn
+	rst = header.TCPFlagRst
+	psh = header.TCPFlagPsh
+	ack = header.TCPFlagAck
+)
+
+func has(s rawpeer.Segment, f header.TCPFlags) bool { return s.Flags&f != 0 }
+
+// acks reports a segment that acknowledges n.
+func acks(n uint32) func(rawpeer.Segment) bool {
+	return func(s rawpeer.Segment) bool { return has(s, ack) && s.Ack == n }
+}
+
+func isFIN(s rawpeer.Segment) bool { return has(s, fin) }
+func isRST(s rawpeer.Segment) bool { return has(s, rst) }
+
+// Servers.
+func closeAtOnce(c Conn)    { c.Close() }
+func drainThenClose(c Conn) { io.Copy(io.Discard, c); c.Close() }
+func hello(c Conn)          { c.Write([]byte("hello\n")); c.Close() }
+
+// toTimeWait plays a close that the server starts (it closes at once) to
+// TIME-WAIT on the server: its FIN, the peer's ACK and FIN, its final ACK.
+// It returns the peer's FIN, to replay.
+func toTimeWait(x *Exchange) ([]byte, error) {
+	if err := x.Connect(peerISS); err != nil {
+		return nil, err
+	}
+	if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+		return nil, err
+	}
+	if err := x.Send(ack, nil); err != nil {
+		return nil, err
+	}
+	b, err := x.SendAt(fin|ack, x.SndNxt, x.RcvNxt, nil)
+	if err != nil {
+		return nil, err
+	}
+	x.SndNxt++
+	if _, err := x.Expect("the final ACK", wait, acks(x.SndNxt)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// noFIN fails if the server sent a FIN.
+func noFIN(x *Exchange) error {
+	for _, s := range x.Log {
+		if s.From == "server" && bytes.ContainsRune([]byte(s.Flags), 'F') {
+			return fmt.Errorf("the server sent %s", s)
+		}
+	}
+	return nil
+}
+
+// Cases returns every case, in the report's order.
+func Cases() []*Case {
+	return []*Case{
+		{
+			Name: "close-then-fin", Port: 7101,
+			Title:  "the server closes after writing; the peer ACKs, then sends its FIN (packetdrill close/close-local-close-then-remote-fin)",
+			Rule:   "the server's FIN follows its data, and the peer's FIN gets the final ACK (RFC 9293 §3.6, case 1)",
+			Server: hello,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				_, err := x.Expect("the final ACK", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "fin-then-close", Port: 7102,
+			Title:  "the peer sends its FIN first; the server reads to EOF and closes (packetdrill close/close-remote-fin-then-close)",
+			Rule:   "the peer's FIN is acknowledged and the server's FIN follows (RFC 9293 §3.6, case 2)",
+			Server: drainThenClose,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN, acknowledging the peer's", wait, func(s rawpeer.Segment) bool {
+					return isFIN(s) && acks(x.SndNxt)(s)
+				}); err != nil {
+					return err
+				}
+				return x.Send(ack, nil)
+			},
+		},
+		{
+			Name: "shutdown-write-data-arriving", Port: 7103,
+			Title: "the server calls shutdown(SHUT_WR) at once and reads on; the peer sends data after the server's FIN, then its own FIN (packetdrill shutdown/shutdown-wr-*)",
+			Rule:  "after SHUT_WR the server still acknowledges data: a half-close ends one direction only (RFC 9293 §3.6)",
+			Server: func(c Conn) {
+				c.CloseWrite()
+				drainThenClose(c)
+			},
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if err := x.Send(psh|ack, make([]byte, 100)); err != nil {
+					return err
+				}
+				if _, err := x.Expect("an ACK of the 100 bytes", wait, acks(x.SndNxt)); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				_, err := x.Expect("the final ACK", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "fin-behind-data", Port: 7104,
+			Title:  "the server writes 1,000 bytes and closes; the peer acknowledges nothing until the FIN has come (packetdrill close/close-with-unsent-data)",
+			Rule:   "a FIN queued behind data goes out after it: its sequence number is the one after the last byte (RFC 9293 §3.10.4, CLOSE)",
+			Server: func(c Conn) { c.Write(make([]byte, 1000)); c.Close() },
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				s, err := x.Expect("the server's FIN", wait, isFIN)
+				if err != nil {
+					return err
+				}
+				if end := s.Seq + uint32(len(s.Payload)) - x.irs; end != 1001 {
+					return fmt.Errorf("the FIN's sequence number is %d, want 1001, after the 1,000 bytes", end)
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				_, err = x.Expect("the final ACK", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "close-with-unread-data", Port: 7105,
+			Title:  "the peer sends 100 bytes; the server closes 200 ms later without reading them (packetdrill close/close-unread-data-rst)",
+			Rule:   "a close with unread data resets the connection: RST, no FIN (RFC 2525 §2.17; Linux's tcp_close)",
+			Server: func(c Conn) { time.Sleep(200 * time.Millisecond); c.Close() },
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if err := x.Send(psh|ack, make([]byte, 100)); err != nil {
+					return err
+				}
+				if _, err := x.Expect("RST", wait, func(s rawpeer.Segment) bool { return isRST(s) || isFIN(s) }); err != nil {
+					return err
+				}
+				return noFIN(x)
+			},
+		},
+		{
+			Name: "linger-zero", Port: 7106,
+			Title:  "the server writes 2 bytes and closes with SO_LINGER 0 (packetdrill close/close-so-linger-onoff-1-linger-0-rst)",
+			Rule:   "an abortive close sends RST and no FIN (RFC 9293 §3.10.5, ABORT)",
+			Server: func(c Conn) { c.Write([]byte("x\n")); c.Abort() },
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("RST", wait, func(s rawpeer.Segment) bool { return isRST(s) || isFIN(s) }); err != nil {
+					return err
+				}
+				return noFIN(x)
+			},
+		},
+		{
+			Name: "data-after-close", Port: 7107,
+			Title:  "the server closes at once; the peer ACKs its FIN and sends 10 bytes (packetdrill close/close-read-data-fin)",
+			Rule:   "data for a connection its application has closed draws RST: no one will read it (RFC 9293 §3.10.7.4; Linux's orphan sockets)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if err := x.Send(psh|ack, make([]byte, 10)); err != nil {
+					return err
+				}
+				_, err := x.Expect("RST", wait, isRST)
+				return err
+			},
+		},
+		{
+			Name: "simultaneous-close", Port: 7108,
+			Title: "the peer sends \"close\"; the server reads it and closes; the peer's FIN crosses the server's (it does not acknowledge it)",
+			Rule:  "each side ACKs the other's FIN: the server goes through CLOSING to TIME-WAIT (RFC 9293 §3.6, case 3)",
+			Server: func(c Conn) {
+				io.ReadFull(c, make([]byte, 5))
+				c.Close()
+			},
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if err := x.Send(psh|ack, []byte("close")); err != nil {
+					return err
+				}
+				s, err := x.Expect("the server's FIN", wait, isFIN)
+				if err != nil {
+					return err
+				}
+				// The FIN "crosses": it acknowledges the server's data but not
+				// its FIN.
+				if _, err := x.SendAt(fin|ack, x.SndNxt, s.Seq+uint32(len(s.Payload)), nil); err != nil {
+					return err
+				}
+				x.SndNxt++
+				if _, err := x.Expect("the ACK of the peer's FIN", wait, acks(x.SndNxt)); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				got, err := x.Quiet(300 * time.Millisecond)
+				if err == nil && len(got) > 0 {
+					return fmt.Errorf("the server sent %d segments after the close", len(got))
+				}
+				return err
+			},
+		},
+		{
+			Name: "fin-retransmitted", Port: 7109,
+			Title:  "the server closes at once; the peer never acknowledges the FIN (1.2 s)",
+			Rule:   "an unacknowledged FIN is sent again, first after at least 200 ms, Linux's minimum RTO (RFC 9293 §3.8.1, RFC 6298)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				first, err := x.Expect("the server's FIN", wait, isFIN)
+				if err != nil {
+					return err
+				}
+				// 1.2 s: two retransmissions (RTO 200 ms, doubling), well
+				// before the third.
+				got, err := x.Quiet(1200 * time.Millisecond)
+				if err != nil {
+					return err
+				}
+				x.SendAt(rst, x.SndNxt, 0, nil) // done: no one waits for the rest
+				if len(got) == 0 || !isFIN(got[0]) {
+					return fmt.Errorf("the FIN was not sent again within 1.2 s")
+				}
+				if gap := got[0].At.Sub(first.At); gap < 190*time.Millisecond {
+					return fmt.Errorf("the FIN came again %v after the first, before 200 ms", gap.Round(time.Millisecond))
+				}
+				return nil
+			},
+		},
+		{
+			Name: "fin-wait-2-timeout", Port: 7110,
+			Title:  "the server closes; the peer ACKs the FIN and stays silent past the FIN-WAIT-2 timeout (2 s on both sides), then sends its FIN",
+			Rule:   "the timeout ends the connection silently, and a FIN after it draws RST (Linux's tcp_fin_timeout, RFC 9293 leaves FIN-WAIT-2 open)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				got, err := x.Quiet(FINWait2 + time.Second)
+				if err != nil {
+					return err
+				}
+				if len(got) > 0 {
+					return fmt.Errorf("the server sent %d segment(s) while it waited in FIN-WAIT-2, the first %s", len(got), x.Log[len(x.Log)-len(got)])
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				_, err = x.Expect("RST", wait, isRST)
+				return err
+			},
+		},
+		{
+			Name: "rst-in-fin-wait-2", Port: 7111,
+			Title:  "in FIN-WAIT-2 the peer sends a RST inside the window but not at RCV.NXT, then one at RCV.NXT, then a FIN",
+			Rule:   "the first draws a challenge ACK, the second resets silently, the FIN then draws RST (RFC 5961 §3.2)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if _, err := x.SendAt(rst, x.SndNxt+10, 0, nil); err != nil {
+					return err
+				}
+				challenge, err := x.Quiet(300 * time.Millisecond)
+				if err != nil {
+					return err
+				}
+				if _, err := x.SendAt(rst, x.SndNxt, 0, nil); err != nil {
+					return err
+				}
+				after, err := x.Quiet(200 * time.Millisecond)
+				if err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				if _, err := x.Expect("RST", wait, isRST); err != nil {
+					return err
+				}
+				if len(challenge) != 1 || !acks(x.SndNxt-1)(challenge[0]) || has(challenge[0], rst) {
+					return fmt.Errorf("the RST inside the window drew %d segment(s), not one challenge ACK", len(challenge))
+				}
+				if len(after) > 0 {
+					return fmt.Errorf("the server answered the RST at RCV.NXT with %d segment(s)", len(after))
+				}
+				return nil
+			},
+		},
+		{
+			Name: "syn-in-close-wait", Port: 7112,
+			Title: "the peer sends its FIN; while the server sits in CLOSE-WAIT (1 s) the peer sends a SYN",
+			Rule:  "a SYN in a synchronized state draws a challenge ACK and changes nothing (RFC 5961 §4)",
+			Server: func(c Conn) {
+				io.Copy(io.Discard, c)
+				time.Sleep(time.Second)
+				c.Close()
+			},
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the ACK of the peer's FIN", wait, acks(x.SndNxt)); err != nil {
+					return err
+				}
+				if _, err := x.SendAt(syn, x.SndNxt+5000, 0, nil); err != nil {
+					return err
+				}
+				if _, err := x.Expect("a challenge ACK", wait, acks(x.SndNxt)); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				return x.Send(ack, nil)
+			},
+		},
+		{
+			Name: "time-wait-fin-again", Port: 7113,
+			Title:  "the server closes first; in its TIME-WAIT the peer's FIN comes again (its final ACK was lost)",
+			Rule:   "TIME-WAIT acknowledges the FIN again (RFC 9293 §3.10.7.4, and restarts 2 x MSL)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				finPkt, err := toTimeWait(x)
+				if err != nil {
+					return err
+				}
+				if err := x.Replay(finPkt); err != nil {
+					return err
+				}
+				_, err = x.Expect("the ACK again", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "time-wait-rst", Port: 7114,
+			Title:  "in the server's TIME-WAIT the peer sends a RST, then its FIN again",
+			Rule:   "Linux: the RST ends TIME-WAIT (RFC 9293 §3.10.7.4; tcp_rfc1337=0), so the FIN draws RST; RFC 1337 would keep TIME-WAIT and ACK it",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				finPkt, err := toTimeWait(x)
+				if err != nil {
+					return err
+				}
+				if _, err := x.SendAt(rst, x.SndNxt, 0, nil); err != nil {
+					return err
+				}
+				if _, err := x.Quiet(100 * time.Millisecond); err != nil {
+					return err
+				}
+				if err := x.Replay(finPkt); err != nil {
+					return err
+				}
+				s, err := x.Recv(wait)
+				if err != nil {
+					return err
+				}
+				if !isRST(s) {
+					return fmt.Errorf("the FIN after the RST drew %s: TIME-WAIT outlived the RST", x.Log[len(x.Log)-1].Flags)
+				}
+				return nil
+			},
+		},
+		{
+			Name: "time-wait-syn-above", Port: 7115,
+			Title:  "in the server's TIME-WAIT the peer opens a new connection with an ISN above the old sequence space",
+			Rule:   "TIME-WAIT gives way to the new connection: SYN-ACK (RFC 9293 §3.10.7.4, RFC 1122 §4.2.2.13)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if _, err := toTimeWait(x); err != nil {
+					return err
+				}
+				iss := x.SndNxt + 100000
+				if _, err := x.SendAt(syn, iss, 0, nil); err != nil {
+					return err
+				}
+				s, err := x.Recv(wait)
+				if err != nil {
+					return fmt.Errorf("want a SYN-ACK: %w", err)
+				}
+				x.SendAt(rst, iss+1, 0, nil)
+				if !has(s, syn) || s.Ack != iss+1 {
+					return fmt.Errorf("the SYN drew %s ack %d, not a SYN-ACK", x.Log[len(x.Log)-2].Flags, s.Ack)
+				}
+				return nil
+			},
+		},
+		{
+			Name: "time-wait-syn-below", Port: 7116,
+			Title:  "in the server's TIME-WAIT the peer sends a SYN with its old ISN, inside the old sequence space",
+			Rule:   "not a new connection: Linux answers with the ACK of the old connection (RFC 9293 §3.10.7.4: an unacceptable segment draws an ACK)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if _, err := toTimeWait(x); err != nil {
+					return err
+				}
+				if _, err := x.SendAt(syn, peerISS, 0, nil); err != nil {
+					return err
+				}
+				_, err := x.Expect("the ACK of the old connection", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "time-wait-out-of-window", Port: 7117,
+			Title:  "in the server's TIME-WAIT the peer sends 10 bytes far beyond the window",
+			Rule:   "an unacceptable segment draws an ACK of RCV.NXT and is dropped (RFC 9293 §3.10.7.4)",
+			Server: closeAtOnce,
+			Play: func(x *Exchange) error {
+				if _, err := toTimeWait(x); err != nil {
+					return err
+				}
+				if _, err := x.SendAt(psh|ack, x.SndNxt+1_000_000, x.RcvNxt, make([]byte, 10)); err != nil {
+					return err
+				}
+				_, err := x.Expect("an ACK", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+		{
+			Name: "time-wait-old-data", Port: 7118,
+			Title: "the server reads the peer's 9 bytes and closes first; in its TIME-WAIT an old duplicate of those bytes arrives",
+			Rule:  "it draws an ACK of RCV.NXT and delivers nothing (RFC 9293 §3.10.7.4; the old-duplicate scenario shows why)",
+			Server: func(c Conn) {
+				io.ReadFull(c, make([]byte, 9))
+				c.Close()
+			},
+			Play: func(x *Exchange) error {
+				if err := x.Connect(peerISS); err != nil {
+					return err
+				}
+				old, err := x.SendAt(psh|ack, x.SndNxt, x.RcvNxt, []byte("old data\n"))
+				if err != nil {
+					return err
+				}
+				x.SndNxt += 9
+				if _, err := x.Expect("the server's FIN", wait, isFIN); err != nil {
+					return err
+				}
+				if err := x.Send(ack, nil); err != nil {
+					return err
+				}
+				if err := x.Send(fin|ack, nil); err != nil {
+					return err
+				}
+				if _, err := x.Expect("the final ACK", wait, acks(x.SndNxt)); err != nil {
+					return err
+				}
+				if err := x.Replay(old); err != nil {
+					return err
+				}
+				_, err = x.Expect("an ACK", wait, acks(x.SndNxt))
+				return err
+			},
+		},
+	}
+}

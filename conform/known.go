@@ -1,0 +1,34 @@
+package conform
+
+// known returns the documented reason why tund, as target names it, does
+// not keep a case's rule where Linux does, or "" for none: every such
+// difference is either fixed in tund or listed here (CONFORMANCE.md).
+func known(caseName, target string) string {
+	if r, ok := differences[target][caseName]; ok {
+		return r
+	}
+	return differences["*"][caseName]
+}
+
+// differences holds the reasons, by target ("*": every configuration of
+// tund's), then by case.
+var differences = map[string]map[string]string{
+	"*": {
+		"time-wait-syn-below": "gVisor drops a SYN that reaches TIME-WAIT at or below RCV.NXT instead of answering it with an ACK of the old connection, and tund's compact TIME-WAIT table answers as gVisor does. The connection is not reopened either way; the peer's SYN is retransmitted until TIME-WAIT ends, where Linux's ACK would draw the peer's RST and let its next SYN through at once. Not fixed yet.",
+	},
+	"tund": {
+		"time-wait-rst": "tund keeps gVisor's choice of RFC 1337 (TIME-WAIT assassination hazards, §2): a RST does not end TIME-WAIT, so the FIN after it is acknowledged. `--time-wait-rst close`, which `--like linux` sets, ends TIME-WAIT as Linux does (tcp_rfc1337=0).",
+	},
+}
+
+// segmentReasons says why tund's segments differ from Linux's in a case
+// whose rule both keep: a DIFF is either explained here or a change to
+// look into.
+var segmentReasons = map[string]string{
+	"data-after-close":    "tund's RST carries an ACK (RST|ACK, acknowledging the data) where Linux sends a bare RST at SEG.ACK, the form RFC 9293 §3.10.7.4 gives for a segment with ACK set; the peer accepts either, both are at the sequence number it expects.",
+	"rst-in-fin-wait-2":   "tund keeps RFC 5961 §3.2 here and Linux does not: Linux hands a connection its application has closed to a timewait socket in FIN-WAIT-2, which any RST inside the window ends; tund (gVisor) answers that RST with a challenge ACK and ends the connection on the RST at RCV.NXT.",
+	"time-wait-syn-above": "the new connection's ISN: Linux takes the old connection's SND.NXT + 65,537 (tcp_timewait_state_process), so that no segment of the old connection still in flight falls inside the new window; gVisor takes a fresh one from its keyed hash and 64 ns clock (RFC 6528), to which tund's compact TIME-WAIT table hands the SYN.",
+}
+
+// whyDiff returns the reason for a DIFF in caseName, or "".
+func whyDiff(caseName string) string { return segmentReasons[caseName] }
