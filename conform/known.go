@@ -25,10 +25,19 @@ var differences = map[string]map[string]string{
 // whose rule both keep: a DIFF is either explained here or a change to
 // look into.
 var segmentReasons = map[string]string{
-	"data-after-close":    "tund's RST carries an ACK (RST|ACK, acknowledging the data) where Linux sends a bare RST at SEG.ACK, the form RFC 9293 §3.10.7.4 gives for a segment with ACK set; the peer accepts either, both are at the sequence number it expects.",
-	"rst-in-fin-wait-2":   "tund keeps RFC 5961 §3.2 here and Linux does not: Linux hands a connection its application has closed to a timewait socket in FIN-WAIT-2, which any RST inside the window ends; tund (gVisor) answers that RST with a challenge ACK and ends the connection on the RST at RCV.NXT.",
-	"time-wait-syn-above": "the new connection's ISN: Linux takes the old connection's SND.NXT + 65,537 (tcp_timewait_state_process), so that no segment of the old connection still in flight falls inside the new window; gVisor takes a fresh one from its keyed hash and 64 ns clock (RFC 6528), to which tund's compact TIME-WAIT table hands the SYN.",
+	"data-after-close":        rstWithACK,
+	"shutdown-read-write":     rstWithACK,
+	"rst-in-fin-wait-2":       finWait2TimewaitSocket + " Here the RST inside the window ended Linux's; tund answers it with a challenge ACK.",
+	"exact-rst-in-fin-wait-2": finWait2TimewaitSocket + " Here the RST inside the window ended Linux's; tund answers it with a challenge ACK and ends the connection on the RST at RCV.NXT.",
+	"syn-in-fin-wait-2":       finWait2TimewaitSocket + " Here the SYN drew Linux's RST; tund answers it with a challenge ACK.",
+	"time-wait-syn-above":     "the new connection's ISN: Linux takes the old connection's SND.NXT + 65,537 (tcp_timewait_state_process), so that no segment of the old connection still in flight falls inside the new window; gVisor takes a fresh one from its keyed hash and 64 ns clock (RFC 6528), to which tund's compact TIME-WAIT table hands the SYN.",
 }
 
 // whyDiff returns the reason for a DIFF in caseName, or "".
 func whyDiff(caseName string) string { return segmentReasons[caseName] }
+
+const (
+	rstWithACK = "tund's RST carries an ACK (RST|ACK, acknowledging the data) where Linux sends a bare RST at SEG.ACK, the form RFC 9293 §3.10.7.4 gives for a segment with ACK set; the peer accepts either, both are at the sequence number it expects."
+
+	finWait2TimewaitSocket = "tund keeps RFC 5961 here and Linux does not: once its application has closed, Linux keeps a connection in FIN-WAIT-2 as a timewait socket (tcp_time_wait with TCP_FIN_WAIT2), which ends on any RST inside the window and answers a SYN with RST, without RFC 5961's challenge ACK."
+)

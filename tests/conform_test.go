@@ -12,9 +12,9 @@ import (
 
 // linuxBreaks are the cases whose rule the Linux kernel itself does not
 // keep: in FIN-WAIT-2 after its application closed, Linux keeps the
-// connection as a timewait socket that any RST inside the window ends,
-// without RFC 5961's challenge ACK.
-var linuxBreaks = map[string]bool{"rst-in-fin-wait-2": true}
+// connection as a timewait socket that any RST inside the window ends and
+// that answers a SYN with RST, without RFC 5961's challenge ACK.
+var linuxBreaks = map[string]bool{"rst-in-fin-wait-2": true, "exact-rst-in-fin-wait-2": true, "syn-in-fin-wait-2": true}
 
 // TestConform runs `tund conform --json` as ./scripts/test does: every
 // case against the Linux kernel and against tund (defaults and --like
