@@ -53,7 +53,7 @@ func newCollector(st *stack.Stack) *collector {
 		faults:   prometheus.NewDesc("tund_faults_total", "Segments that the close-path faults dropped or delayed, by fault (drop-final-ack, drop-fin, delay-fin, no-fin, loss-in, loss-out).", []string{"fault"}, nil),
 		wire:     prometheus.NewDesc("tund_tcp_wire_segments_total", "TCP segments that crossed the TUN device, as a capture on it counts them, by direction: sent by tund (after the faults, the compact TIME-WAIT table and the FIN/ACK merge had their say) and received (before --loss-in dropped any). Counted by the close tracer: absent with --trace=false.", []string{"direction"}, nil),
 		resent:   prometheus.NewDesc("tund_tcp_wire_retransmits_total", "Segments tund sent again (data and FINs, by RTO, fast retransmit or tail-loss probe) that crossed the TUN device, as a capture on it counts them: gVisor's retransmissions less those a fault dropped (gVisor patch 0015 marks them). Counted by the close tracer: absent with --trace=false.", nil, nil),
-		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
+		tw:       prometheus.NewDesc("tund_time_wait_table_total", "Events of the compact TIME-WAIT table: entered (a connection's TIME-WAIT taken over from gVisor), reacked (the peer's FIN ACKed again, 2 x MSL restarted), reopened (a SYN above RCV.NXT started a new connection), syn-challenged (any other SYN, answered with an ACK of the old connection, RFC 5961 §4), reset (an RST ended it, --time-wait-rst close), rst-suppressed (a RST the stack's listener would have sent to a connection in TIME-WAIT, for a segment that waited in the old endpoint's queue during the handoff).", []string{"event"}, nil),
 		merge:    prometheus.NewDesc("tund_fin_ack_merge_total", "ACKs of peer FINs by what became of them: merged (rode on tund's FIN), carried (rode on data), released (sent alone when the window ended), flushed (sent early: the peer retransmitted its FIN); and data-acked: FINs whose data before them was acknowledged at once by an ACK of its own, so that only the FIN's ACK waited.", []string{"outcome"}, nil),
 	}
 	add := func(name, help string, v func(*tcpip.TCPStats) uint64) {
@@ -153,7 +153,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(c.st.OpenConns()))
 	tw := c.st.TimeWaitStats()
 	for event, v := range map[string]uint64{
-		"entered": tw.Entered.Load(), "reacked": tw.Reacked.Load(), "reopened": tw.Reopened.Load(), "reset": tw.Reset.Load(), "rst-suppressed": tw.SuppressedRSTs.Load(),
+		"entered": tw.Entered.Load(), "reacked": tw.Reacked.Load(), "reopened": tw.Reopened.Load(), "reset": tw.Reset.Load(), "syn-challenged": tw.Challenged.Load(), "rst-suppressed": tw.SuppressedRSTs.Load(),
 	} {
 		ch <- prometheus.MustNewConstMetric(c.tw, prometheus.CounterValue, float64(v), event)
 	}

@@ -13,9 +13,7 @@ func known(caseName, target string) string {
 // differences holds the reasons, by target ("*": every configuration of
 // tund's), then by case.
 var differences = map[string]map[string]string{
-	"*": {
-		"time-wait-syn-below": "gVisor drops a SYN that reaches TIME-WAIT at or below RCV.NXT instead of answering it with an ACK of the old connection, and tund's compact TIME-WAIT table answers as gVisor does. The connection is not reopened either way; the peer's SYN is retransmitted until TIME-WAIT ends, where Linux's ACK would draw the peer's RST and let its next SYN through at once. Not fixed yet.",
-	},
+	"*": {},
 	"tund": {
 		"time-wait-rst": "tund keeps gVisor's choice of RFC 1337 (TIME-WAIT assassination hazards, §2): a RST does not end TIME-WAIT, so the FIN after it is acknowledged. `--time-wait-rst close`, which `--like linux` sets, ends TIME-WAIT as Linux does (tcp_rfc1337=0).",
 	},

@@ -81,17 +81,21 @@ func TestCompactTimeWait(t *testing.T) {
 	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Ack != peerISS+2 {
 		t.Fatalf("segment out of sequence: got %s ack=%d, want an ACK of RCV.NXT", tcpflag.String(uint8(ack.Flags)), ack.Ack)
 	}
-	// A pure ACK in sequence, a SYN at or below RCV.NXT and a RST are
-	// dropped in silence (RFC 1337: the RST does not end TIME-WAIT).
+	// A pure ACK in sequence and a RST are dropped in silence (RFC 1337:
+	// the RST does not end TIME-WAIT).
 	p.send(header.TCPFlagAck, peerISS+2, fin.Seq+1)
-	p.send(header.TCPFlagSyn, peerISS+1, 0)
 	p.send(header.TCPFlagRst, peerISS+2, 0)
-	p.noSegment(100*time.Millisecond, "an in-sequence ACK, an old SYN and a RST need no answer")
+	p.noSegment(100*time.Millisecond, "an in-sequence ACK and a RST need no answer")
 	if n := p.st.tw.Len(); n != 1 {
 		t.Fatalf("%d TIME-WAITs after the RST, want 1 (ignored)", n)
 	}
-	if s := p.st.TimeWaitStats(); s.Entered.Load() != 1 || s.Reacked.Load() != 1 {
-		t.Errorf("entered %d, re-ACKed %d; want 1, 1", s.Entered.Load(), s.Reacked.Load())
+	// A SYN at or below RCV.NXT: see TestTimeWaitOldSYNDrawsACK.
+	p.send(header.TCPFlagSyn, peerISS+1, 0)
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Ack != peerISS+2 {
+		t.Fatalf("old SYN: got %s ack=%d, want an ACK of RCV.NXT", tcpflag.String(uint8(ack.Flags)), ack.Ack)
+	}
+	if s := p.st.TimeWaitStats(); s.Entered.Load() != 1 || s.Reacked.Load() != 1 || s.Challenged.Load() != 1 {
+		t.Errorf("entered %d, re-ACKed %d, SYNs challenged %d; want 1, 1, 1", s.Entered.Load(), s.Reacked.Load(), s.Challenged.Load())
 	}
 
 	// A SYN above RCV.NXT is a new incarnation (RFC 1122 §4.2.2.13): the
@@ -102,6 +106,35 @@ func TestCompactTimeWait(t *testing.T) {
 	}
 	if n := p.st.tw.Len(); n != 0 {
 		t.Errorf("%d TIME-WAITs after the new SYN, want 0", n)
+	}
+}
+
+// TestTimeWaitOldSYNDrawsACK: a SYN that reaches TIME-WAIT at or below
+// RCV.NXT may not open a new connection (RFC 1122 §4.2.2.13); it draws an
+// ACK of the old one (RFC 9293 §3.10.7.4, RFC 5961 §4), as on Linux, at
+// most one per 500 ms, from the compact table and from gVisor's own
+// TIME-WAIT (patch 0018) alike. It was dropped in silence.
+func TestTimeWaitOldSYNDrawsACK(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		name := map[bool]string{false: "compact", true: "full"}[full]
+		t.Run(name, func(t *testing.T) {
+			p, fin := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second, FullTimeWait: full})
+			if !full {
+				awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+			} else {
+				awaitCount(t, "gVisor's TIME-WAITs", 1, func() int { return gvisorTimeWaits(p.st) })
+			}
+			for _, iss := range []uint32{peerISS, peerISS + 1} { // below, at RCV.NXT - 1
+				p.send(header.TCPFlagSyn, iss, 0)
+				ack := p.next(time.Second)
+				if ack.Flags != header.TCPFlagAck || ack.Seq != fin.Seq+1 || ack.Ack != peerISS+2 {
+					t.Fatalf("SYN at %d: got %s seq=%d ack=%d, want ACK seq=%d ack=%d", iss-peerISS, tcpflag.String(uint8(ack.Flags)), ack.Seq, ack.Ack, fin.Seq+1, peerISS+2)
+				}
+				p.send(header.TCPFlagSyn, iss, 0)
+				p.noSegment(100*time.Millisecond, "a second old SYN within 500 ms")
+				time.Sleep(500 * time.Millisecond) // the rate limit's period: what is tested
+			}
+		})
 	}
 }
 

@@ -31,9 +31,18 @@ type twEntry struct {
 	// tsBase + ms(now) is its value now. tsEcr is the last TSval echoed.
 	tsBase, tsEcr uint32
 	expires       int64 // monotonic nanoseconds (MonoNow)
-	window        uint16
-	ts            bool
+	// challenged is when the entry last answered a SYN, in milliseconds
+	// (MsOf(MonoNow)): one answer per invalidRateLimit. It fits in the
+	// entry's padding.
+	challenged uint32
+	window     uint16
+	ts         bool
 }
+
+// invalidRateLimit is how often an entry answers a SYN that may not open a
+// new connection: gVisor's TCPInvalidRateLimitOption and Linux's
+// tcp_invalid_ratelimit, 500 ms.
+const invalidRateLimit = 500
 
 // Table keeps the TIME-WAIT of the connections tund accepted,
 // in place of gVisor's endpoints, which it frees as they enter TIME-WAIT
@@ -45,7 +54,9 @@ type twEntry struct {
 //   - a RST closes TIME-WAIT if it is at RCV.NXT and --time-wait-rst close
 //     is set; otherwise it is ignored (RFC 1337);
 //   - a SYN above RCV.NXT opens a new incarnation: the entry goes and the
-//     SYN passes to the listener; any other segment without ACK is dropped;
+//     SYN passes to the listener; any other SYN draws an ACK of the old
+//     connection (RFC 5961 §4, gVisor patch 0018), at most one per 500 ms;
+//     any other segment without ACK is dropped;
 //   - the peer's FIN again (tund's final ACK was lost) is ACKed again and
 //     restarts 2 x MSL;
 //   - a segment out of sequence or with data is ACKed; the rest dropped.
@@ -82,6 +93,9 @@ type Stats struct {
 	Reopened atomic.Uint64
 	// Reset counts TIME-WAITs that an RST ended (--time-wait-rst close).
 	Reset atomic.Uint64
+	// Challenged counts SYNs answered with an ACK of the old connection
+	// (not above RCV.NXT: not a new one).
+	Challenged atomic.Uint64
 	// SuppressedRSTs counts RSTs the stack's listener would have sent to
 	// a connection in TIME-WAIT (see WritePackets).
 	SuppressedRSTs atomic.Uint64
@@ -252,6 +266,14 @@ func (t *Table) Inbound(f wire.Fields, b []byte) bool {
 		t.stats.Reopened.Add(1)
 		t.mu.Unlock()
 		return true
+	case f.Flags&header.TCPFlagSyn != 0:
+		now := wire.MonoNow()
+		if ms := wire.MsOf(now); e.challenged == 0 || ms-e.challenged >= invalidRateLimit {
+			e.challenged = max(ms, 1)
+			t.stats.Challenged.Add(1)
+			reply = t.ack(f.Flow, &e, now)
+			t.entries.Set(f.Flow, e)
+		}
 	case f.Flags&header.TCPFlagAck == 0:
 	default:
 		tsVal, hasTS := tsValOf(b)

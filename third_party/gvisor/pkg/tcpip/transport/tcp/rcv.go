@@ -630,6 +630,18 @@ func (r *receiver) handleTimeWaitSegment(s *segment) (resetTimeWait bool, newSyn
 		return false, true, false
 	}
 
+	// Any other SYN (tund patch 0018) is not a new connection: it draws an
+	// ACK of the old one (RFC 9293 §3.10.7.4, fourth check; RFC 5961 §4),
+	// at most one per TCPInvalidRateLimitOption, as Linux answers it
+	// (tcp_timewait_state_process: TCP_TW_ACK). A peer that lost its state
+	// answers with RST, and a TIME-WAIT that honours RSTs then ends.
+	if s.flags.Contains(header.TCPFlagSyn) {
+		if r.ep.allowOutOfWindowAck() {
+			r.ep.snd.sendAck()
+		}
+		return false, false, false
+	}
+
 	// Drop the segment if it does not contain an ACK.
 	if !s.flags.Contains(header.TCPFlagAck) {
 		return false, false, false
