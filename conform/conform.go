@@ -77,6 +77,8 @@ type Seg struct {
 	Replayed bool          `json:"replayed,omitempty"`
 }
 
+// String is the segment as the report prints it: p: or s:, the flags,
+// seq/ack and the payload length.
 func (s Seg) String() string {
 	who := "p"
 	if s.From == "server" {
@@ -103,7 +105,9 @@ type Exchange struct {
 	irs    uint32 // the server's
 	SndNxt uint32 // the peer's next sequence number
 	RcvNxt uint32 // the server's next, as the peer has received it
-	Log    []Seg
+	// Log is every segment that crossed, both ways, in order: what the
+	// report shows and what two targets are compared on.
+	Log []Seg
 }
 
 // peerISS is every case's ISN for the peer's first connection.
@@ -149,9 +153,8 @@ func (x *Exchange) Replay(b []byte) error {
 		return err
 	}
 	t := header.TCP(b[header.IPv4MinimumSize:])
-	s := x.log("peer", t.Flags(), t.SequenceNumber(), t.AckNumber(), len(b)-header.IPv4MinimumSize-int(t.DataOffset()))
+	x.log("peer", t.Flags(), t.SequenceNumber(), t.AckNumber(), len(b)-header.IPv4MinimumSize-int(t.DataOffset()))
 	x.Log[len(x.Log)-1].Replayed = true
-	_ = s
 	return nil
 }
 
@@ -256,22 +259,26 @@ type Result struct {
 	Cases   []CaseResult `json:"cases"`
 }
 
-// Failures returns the undocumented differences from Linux: a rule tund
-// broke where Linux kept it, or segments that differ from Linux's in a
-// case whose rule tund kept, with no reason given for either. A run with
-// any fails.
+// Failures returns what makes a run fail: a rule tund broke where Linux
+// kept it, or segments that differ from Linux's, with no documented reason
+// for either; and Linux breaking a rule it is not documented to break (or
+// keeping one it is), which means the peer, a case or the setup is wrong.
 func (r *Result) Failures() []string {
 	var out []string
 	for _, c := range r.Cases {
 		if len(c.Sides) == 0 {
 			continue
 		}
+		linux := c.Sides[0]
+		if linux.Pass() == LinuxBreaks(c.Name) {
+			out = append(out, fmt.Sprintf("%s on linux: kept the rule %v, documented %v (%s)", c.Name, linux.Pass(), !LinuxBreaks(c.Name), linux.Err))
+		}
 		for _, s := range c.Sides[1:] {
 			switch {
-			case !s.Pass() && c.Sides[0].Pass() && s.Known == "":
+			case !s.Pass() && linux.Pass() && s.Known == "":
 				out = append(out, c.Name+" on "+s.Target+": "+s.Err)
-			case s.Pass() && s.Diff && s.Why == "" && c.Sides[0].Pass():
-				out = append(out, c.Name+" on "+s.Target+": other segments than Linux's: "+segsString(s.Segs)+" against "+segsString(c.Sides[0].Segs))
+			case s.Pass() && s.Diff && s.Why == "":
+				out = append(out, c.Name+" on "+s.Target+": other segments than Linux's: "+segsString(s.Segs)+" against "+segsString(linux.Segs))
 			}
 		}
 	}
@@ -349,8 +356,12 @@ func play(t *target, c *Case, peerPort uint16) Side {
 		side.Err = err.Error()
 	}
 	side.Segs = x.Log
-	if !side.Pass() && t.Name != "linux" {
-		side.Known = known(c.Name, t.Name)
+	switch {
+	case side.Pass():
+	case t.Name == "linux":
+		side.Known = linuxBreaks[c.Name]
+	default:
+		side.Known = known(c.Name, side)
 	}
 	return side
 }
@@ -373,7 +384,7 @@ func markDiffs(cr *CaseResult) {
 	}
 	for i := 1; i < len(cr.Sides); i++ {
 		if s := &cr.Sides[i]; s.Diff && s.Known == "" {
-			s.Why = whyDiff(cr.Name)
+			s.Why = whyDiff(cr.Name, linux, s.Segs)
 		}
 	}
 }

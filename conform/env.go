@@ -65,7 +65,13 @@ func (t *target) serve(ctx context.Context, cases []*Case) error {
 				if err != nil {
 					return
 				}
-				go c.Server(asConn(nc))
+				// A case that fails before its peer's FIN leaves a server
+				// reading: the end of the run closes its connection.
+				stop := context.AfterFunc(ctx, func() { nc.Close() })
+				go func() {
+					defer stop()
+					c.Server(asConn(nc))
+				}()
 			}
 		}()
 	}

@@ -69,9 +69,11 @@ segment lies. With --msl 0 tund forgot the first connection at once,
 accepted the second, and read the old duplicate as the new connection's
 first bytes: its http service answered the old request (5 bytes) instead
 of the one the client sent (3 bytes), and the client's own bytes, arriving
-after, were trimmed as duplicates. gVisor has no PAWS (RFC 7323 §5), which
-would drop the old segment by its timestamp on Linux; the peer sends no
-timestamps, so that neither side could. With TIME-WAIT, tund still held the
+after, were trimmed as duplicates. Linux would have dropped the old segment
+twice over: by PAWS (RFC 7323 §5), its timestamp being older (the peer
+sends none here), and by the range check of its ACK field (RFC 5961 §5:
+it acknowledges the old connection's data, far behind SND.UNA). gVisor
+has neither. With TIME-WAIT, tund still held the
 old connection: the duplicate was answered with an ACK of what tund had
 already received (RFC 9293 §3.10.7.4: in TIME-WAIT only a retransmitted
 FIN is acceptable) and no byte was delivered, and the new SYN was screened
@@ -354,7 +356,6 @@ func oldDuplicateTimeWait(e *Env) error {
 		return fmt.Errorf("tund in TIME-WAIT answered a SYN (ISN %d) below the old connection's end %d with %s ack %d, want an ACK of the old connection", low, end, s.Flags, s.Ack)
 	}
 	e.note("A SYN with ISN %d, inside the old sequence space, got an ACK of the old connection (ack %d), not a SYN-ACK.", low, s.Ack)
-	e.res.Numbers["tw_low_syn_accepted"] = 0
 	// A SYN above it: a new connection, from TIME-WAIT.
 	high := end + 100000
 	tiss, err := handshake(p, high)

@@ -24,7 +24,7 @@ function owner(f) {
 	if (f ~ /^gvisor\.dev\/gvisor\/pkg\/tcpip\/transport\/tcp\./) return "gVisor TCP"
 	if (f ~ /^gvisor\.dev\/gvisor\/pkg\/(tcpip\/adapters\/gonet|waiter)\./) return "gVisor's net.Conn (gonet: reads, writes, deadlines) and waiter queues"
 	if (f ~ /^gvisor\.dev\/gvisor\//) return "gVisor IP, routes, link layer, packet buffers"
-	if (f ~ /^github\.com\/tund\/tund\/(forward\.|service\.(\(\*proxy|serve\.proxyTo))/) return "proxy"
+	if (f ~ /^github\.com\/tund\/tund\/(forward\.|service\.(serve\.)?proxyTo)/) return "proxy"
 	if (f ~ /^github\.com\/tund\/tund\/service\./ || f ~ /^(net\/http|net\/textproto|vendor\/golang\.org\/x\/net\/http)/) return "Go net/http and tund's handler"
 	if (f ~ /^github\.com\/tund\//) return tundKind
 	if (f ~ /^(golang\.org\/x\/|type:)/ || std(f)) return ""

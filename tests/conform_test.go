@@ -10,12 +10,6 @@ import (
 	"github.com/tund/tund/conform"
 )
 
-// linuxBreaks are the cases whose rule the Linux kernel itself does not
-// keep: in FIN-WAIT-2 after its application closed, Linux keeps the
-// connection as a timewait socket that any RST inside the window ends and
-// that answers a SYN with RST, without RFC 5961's challenge ACK.
-var linuxBreaks = map[string]bool{"rst-in-fin-wait-2": true, "exact-rst-in-fin-wait-2": true, "syn-in-fin-wait-2": true}
-
 // TestConform runs `tund conform --json` as ./scripts/test does: every
 // case against the Linux kernel and against tund (defaults and --like
 // linux). It fails on an undocumented difference (tund conform exits 1),
@@ -42,8 +36,8 @@ func TestConform(t *testing.T) {
 	}
 	for _, c := range res.Cases {
 		linux := c.Sides[0]
-		if linux.Pass() == linuxBreaks[c.Name] {
-			t.Errorf("%s on Linux: pass %v, want %v: %s", c.Name, linux.Pass(), !linuxBreaks[c.Name], linux.Err)
+		if linux.Pass() == conform.LinuxBreaks(c.Name) {
+			t.Errorf("%s on Linux: pass %v, want %v: %s", c.Name, linux.Pass(), !conform.LinuxBreaks(c.Name), linux.Err)
 		}
 		for _, s := range c.Sides[1:] {
 			t.Logf("%s on %s: pass %v, diff %v %s", c.Name, s.Target, s.Pass(), s.Diff, s.Known)

@@ -2,8 +2,8 @@ package tun
 
 import (
 	"bytes"
-	"runtime"
 	"testing"
+	"unsafe"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 )
@@ -14,14 +14,17 @@ import (
 // Whatever its last user left there must not show: the bytes past the
 // data, which a view that grows exposes, are zero.
 func TestPayloadChunkHoldsOnlyData(t *testing.T) {
-	// On one thread, sync.Pool hands back the chunk just released.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	dirty := bytes.Repeat([]byte{0xff}, 60000)
 	data := bytes.Repeat([]byte{0x01}, 33000) // the same 64 KB size class
+	reused := 0
 	for i := range 100 {
-		buffer.NewViewWithData(dirty).Release()
+		d := buffer.NewViewWithData(dirty)
+		was := unsafe.SliceData(d.AsSlice())
+		d.Release()
 		v := buffer.NewViewWithData(data)
+		if unsafe.SliceData(v.AsSlice()) == was {
+			reused++ // the pool handed the dirty chunk back: the case at stake
+		}
 		if got := v.AsSlice(); !bytes.Equal(got, data) {
 			t.Fatalf("round %d: the view holds %d bytes, not the %d written", i, len(got), len(data))
 		}
@@ -35,4 +38,10 @@ func TestPayloadChunkHoldsOnlyData(t *testing.T) {
 		}
 		v.Release()
 	}
+	// sync.Pool keeps a chunk per P and may drop it (always under -race,
+	// at times otherwise): the test proves something only if it saw reuse.
+	if reused == 0 {
+		t.Fatal("the chunk pool never handed a released chunk back in 100 rounds: nothing was tested")
+	}
+	t.Logf("a dirty chunk came back in %d of 100 rounds", reused)
 }

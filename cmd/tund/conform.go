@@ -30,10 +30,13 @@ func conformCommand(args []string, stdout, stderr io.Writer) int {
 Plays close-path cases (close and shutdown orders, RFC 5961 RST and SYN
 handling, TIME-WAIT, FIN-WAIT-2, FIN retransmission) from a scripted peer
 against the Linux kernel in a namespace of its own and against tund's stack
-on a TUN device, with tund's default flags and with --like linux (TUND
-FLAGS, if given, are added to both). Prints what each side sent and where
-tund differs. Exits 1 when tund breaks a case's rule that Linux keeps for
-a reason CONFORMANCE.md does not give. Needs root.
+on a TUN device, with tund's default flags and with --like linux. TUND
+FLAGS, if given, are added to both; only those of the stack and the device
+act (each case brings its own application, so --serve, --half-close,
+--abort and the like do not; the FIN-WAIT-2 timeout is 2 s on both sides).
+Prints what each side sent and where tund differs. Exits 1 when tund
+breaks a rule Linux keeps, or sends other segments, in a way not
+documented (CONFORMANCE.md lists the documented ones). Needs root.
 
 `)
 		fs.PrintDefaults()
