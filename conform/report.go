@@ -140,7 +140,6 @@ func WriteMarkdown(w io.Writer, r *Result, command string) {
 		}
 		return ""
 	})
-	fmt.Fprintf(w, "\nA defect the cases step around: the TIME-WAIT cases leave 50 ms after the final ACK before the peer's next segment, less than any peer's retransmission timeout. A segment that reaches tund in the instant its connection enters TIME-WAIT, while gVisor hands it to the compact TIME-WAIT table (patch 0005), goes to the listener and is dropped unanswered. Not fixed yet.\n")
 	fmt.Fprintf(w, "\n## The segments\n\n`p:` the peer, `s:` the server; FLAGS seq/ack relative to each side's ISN, (payload bytes), +time since the case began.\n")
 	for _, c := range r.Cases {
 		fmt.Fprintf(w, "\n### %s\n\n%s. Rule: %s.\n\n```\n", c.Name, c.Title, c.Rule)

@@ -112,6 +112,9 @@ func New(link gstack.LinkEndpoint, c Config) (*Stack, error) {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitHandoffOption(st.tw.Handoff))); err != nil {
 			return nil, fmt.Errorf("stack: setting the TIME-WAIT handoff: %s", err)
 		}
+		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, ptr(tcpip.TCPTimeWaitLateSegmentOption(st.tw.Late))); err != nil {
+			return nil, fmt.Errorf("stack: setting the TIME-WAIT handoff's late segments: %s", err)
+		}
 	}
 	st.merge = merge.New(link, c.FINACKMerge, c.PortFINACKMerge, s)
 

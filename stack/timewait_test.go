@@ -138,6 +138,31 @@ func TestTimeWaitOldSYNDrawsACK(t *testing.T) {
 	}
 }
 
+// TestCompactTimeWaitLateSegments: a segment that waited on the endpoint
+// while it handed its TIME-WAIT to the table (gVisor patch 0019) is
+// answered by the table as TIME-WAIT answers: the peer's FIN again draws
+// the ACK, a RST at RCV.NXT ends it under --time-wait-rst close. Before,
+// such segments went to the listener and drew nothing.
+func TestCompactTimeWaitLateSegments(t *testing.T) {
+	p, fin := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second, TimeWaitRSTCloses: true})
+	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
+	if !p.st.tw.Late(peerPacket(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1, nil, nil)) {
+		t.Fatal("the table did not take the late FIN of a connection it holds")
+	}
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Seq != fin.Seq+1 || ack.Ack != peerISS+2 {
+		t.Fatalf("late FIN: got %s seq=%d ack=%d, want ACK seq=%d ack=%d", tcpflag.String(uint8(ack.Flags)), ack.Seq, ack.Ack, fin.Seq+1, peerISS+2)
+	}
+	if !p.st.tw.Late(peerPacket(header.TCPFlagRst, peerISS+2, 0, nil, nil)) {
+		t.Fatal("the table did not take the late RST")
+	}
+	if n := p.st.tw.Len(); n != 0 {
+		t.Fatalf("%d TIME-WAITs after the late RST, want 0 (--time-wait-rst close)", n)
+	}
+	if p.st.tw.Late(peerPacket(header.TCPFlagFin|header.TCPFlagAck, peerISS+1, fin.Seq+1, nil, nil)) {
+		t.Error("the table took a segment of a connection it no longer holds")
+	}
+}
+
 func TestCompactTimeWaitExpires(t *testing.T) {
 	p, fin := timeWaitPeer(t, Config{MSL: 50 * time.Millisecond, FinWait2: time.Second})
 	start := time.Now()
@@ -217,14 +242,17 @@ func rstPacket(peerPort uint16) gstack.PacketBufferList {
 func TestCompactTimeWaitSuppressesListenerRST(t *testing.T) {
 	// A segment that waited in the old endpoint's queue goes to the
 	// listener as the endpoint closes, and the listener would reset the
-	// connection in TIME-WAIT: the table drops that RST. A RST for a
-	// connection not in the table passes.
-	p, _ := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
+	// connection in TIME-WAIT: the table drops that RST and answers with
+	// its own ACK, as TIME-WAIT answers a FIN sent again or data. A RST
+	// for a connection not in the table passes.
+	p, fin := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
 	l := rstPacket(peerPort)
 	p.st.tw.WritePackets(l)
 	l.Reset()
-	p.noSegment(100*time.Millisecond, "the RST was for a connection in TIME-WAIT")
+	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Seq != fin.Seq+1 || ack.Ack != peerISS+2 {
+		t.Errorf("in place of the RST: %s seq=%d ack=%d, want TIME-WAIT's ACK seq=%d ack=%d", tcpflag.String(uint8(ack.Flags)), ack.Seq, ack.Ack, fin.Seq+1, peerISS+2)
+	}
 	if n := p.st.TimeWaitStats().SuppressedRSTs.Load(); n != 1 {
 		t.Errorf("suppressed %d RSTs, want 1", n)
 	}

@@ -137,6 +137,17 @@ func (p *peer) sendOptions(flags header.TCPFlags, seq, ack uint32, opts []byte) 
 // sendRaw injects one segment from the peer with TCP options opts (a
 // multiple of 4 bytes long) and payload.
 func (p *peer) sendRaw(flags header.TCPFlags, seq, ack uint32, opts, payload []byte) {
+	b := peerPacket(flags, seq, ack, opts, payload)
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
+	pkt.DecRef()
+	if p.injected != nil {
+		p.injected()
+	}
+}
+
+// peerPacket builds the IPv4 packet of a segment from the peer.
+func peerPacket(flags header.TCPFlags, seq, ack uint32, opts, payload []byte) []byte {
 	hdrLen := header.TCPMinimumSize + len(opts)
 	tcpLen := hdrLen + len(payload)
 	size := header.IPv4MinimumSize + tcpLen
@@ -150,10 +161,5 @@ func (p *peer) sendRaw(flags header.TCPFlags, seq, ack uint32, opts, payload []b
 	copy(tcp[hdrLen:], payload)
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, peerAddr, stackAddr, uint16(tcpLen))
 	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-	p.ch.InjectInbound(header.IPv4ProtocolNumber, pkt)
-	pkt.DecRef()
-	if p.injected != nil {
-		p.injected()
-	}
+	return b
 }

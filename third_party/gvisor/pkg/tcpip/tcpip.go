@@ -1480,6 +1480,15 @@ type TCPTimeWaitHandoffOption func(TimeWaitHandoff) bool
 
 func (*TCPTimeWaitHandoffOption) isSettableTransportProtocolOption() {}
 
+// TCPTimeWaitLateSegmentOption (tund patch 0019), when set, is offered each
+// segment that was waiting on an endpoint when it handed its TIME-WAIT over
+// (TCPTimeWaitHandoffOption), as its IP packet. If it returns true its
+// owner has answered the segment as that TIME-WAIT; otherwise the segment
+// is delivered as for a closed connection (a new SYN to the listener).
+type TCPTimeWaitLateSegmentOption func(packet []byte) bool
+
+func (*TCPTimeWaitLateSegmentOption) isSettableTransportProtocolOption() {}
+
 // TCPDelayedACKOption, when not zero, is how long the ACK of in-order data
 // may wait to ride on a segment the application sends, as a delayed ACK
 // (RFC 9293 §3.8.6.3); zero, the default, acknowledges at once (tund patch

@@ -1246,6 +1246,34 @@ func (e *Endpoint) drainClosingSegmentQueue() {
 	}
 }
 
+// drainHandedOffSegmentQueue offers the segments that were waiting on the
+// endpoint when it handed its TIME-WAIT over to the stack's
+// TCPTimeWaitLateSegmentOption (tund patch 0019), and delivers those it does
+// not take as for a closed endpoint. Without it they went to the listener,
+// which answers nothing of what a TIME-WAIT answers: a FIN sent again went
+// unacknowledged, a RST did not end TIME-WAIT.
+func (e *Endpoint) drainHandedOffSegmentQueue() {
+	e.protocol.mu.RLock()
+	late := e.protocol.timeWaitLate
+	e.protocol.mu.RUnlock()
+	for {
+		s := e.segmentQueue.dequeue()
+		if s == nil {
+			break
+		}
+		taken := false
+		if late != nil {
+			v := stack.PayloadSince(s.pkt.NetworkHeader())
+			taken = late(v.AsSlice())
+			v.Release()
+		}
+		if !taken {
+			e.tryDeliverSegmentFromClosedEndpoint(s)
+		}
+		s.DecRef()
+	}
+}
+
 // handleReset processes an inbound segment carrying the RST flag.
 //
 // Acceptance follows RFC 5961 section 3.2:

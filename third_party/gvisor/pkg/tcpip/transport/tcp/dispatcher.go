@@ -235,7 +235,7 @@ func handleConnected(ep *Endpoint) {
 	case ep.EndpointState() == StateTimeWait && ep.handOffTimeWait():
 		// tund patch 0005: the TIME-WAIT is kept outside the endpoint.
 		ep.mu.Unlock()
-		ep.drainClosingSegmentQueue()
+		ep.drainHandedOffSegmentQueue()
 		ep.waiterQueue.Notify(waiter.EventHUp | waiter.EventErr | waiter.ReadableEvents | waiter.WritableEvents)
 		return
 	case ep.EndpointState() == StateTimeWait:

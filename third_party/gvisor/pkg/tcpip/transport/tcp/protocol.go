@@ -123,6 +123,8 @@ type protocol struct {
 	ackDataBeforeFIN tcpip.TCPAckDataBeforeFINOption
 	// +checklocks:mu
 	timeWaitHandoff tcpip.TCPTimeWaitHandoffOption
+	// timeWaitLate is tund patch 0019's TCPTimeWaitLateSegmentOption.
+	timeWaitLate tcpip.TCPTimeWaitLateSegmentOption
 	// +checklocks:mu
 	minRTO time.Duration
 	// +checklocks:mu
@@ -406,6 +408,12 @@ func (p *protocol) SetOption(option tcpip.SettableTransportProtocolOption) tcpip
 	case *tcpip.TCPTimeWaitHandoffOption:
 		p.mu.Lock()
 		p.timeWaitHandoff = *v
+		p.mu.Unlock()
+		return nil
+
+	case *tcpip.TCPTimeWaitLateSegmentOption:
+		p.mu.Lock()
+		p.timeWaitLate = *v
 		p.mu.Unlock()
 		return nil
 
