@@ -108,6 +108,12 @@ type Exchange struct {
 	// Log is every segment that crossed, both ways, in order: what the
 	// report shows and what two targets are compared on.
 	Log []Seg
+	// Kept is a packet the peer sent and kept, to send again (a FIN whose
+	// ACK was "lost", an old duplicate).
+	Kept []byte
+	// soft is the first failure of a step that let the script go on, so
+	// that the report shows all a side did.
+	soft error
 }
 
 // peerISS is every case's ISN for the peer's first connection.
