@@ -62,6 +62,9 @@ documented (CONFORMANCE.md lists the documented ones). Needs root.
 		fmt.Fprintln(stderr, "tund conform: --json or --markdown, not both")
 		return 2
 	}
+	for _, name := range notForConform(tundArgs) {
+		fmt.Fprintf(stderr, "tund conform: --%s acts on tund's services or on the daemon, not on its stack: each case brings its own application; ignored\n", name)
+	}
 	var tunds []conform.TundConfig
 	for _, c := range []struct {
 		name  string
@@ -102,4 +105,24 @@ documented (CONFORMANCE.md lists the documented ones). Needs root.
 		return 1
 	}
 	return 0
+}
+
+// notForConform returns the flags among args that conform takes but does
+// not apply: it runs tund's stack alone, with each case's own application.
+func notForConform(args []string) []string {
+	ignored := map[string]bool{
+		"serve": true, "half-close": true, "abort": true, "admin": true, "admin-token": true,
+		"pcap": true, "dial": true, "drain": true, "max-conns": true,
+	}
+	var out []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if ignored[name] {
+			out = append(out, name)
+		}
+	}
+	return out
 }
