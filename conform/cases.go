@@ -192,8 +192,8 @@ func baseCases() []*Case {
 			Play: script(connect,
 				func(x *Exchange) error {
 					s, err := x.Expect("the server's FIN", wait, isFIN)
-					if err == nil && s.Seq+uint32(len(s.Payload))-x.irs != 1001 {
-						err = fmt.Errorf("the FIN's sequence number is %d, want 1001, after the 1,000 bytes", s.Seq+uint32(len(s.Payload))-x.irs)
+					if err == nil && s.Seq+uint32(len(s.Payload))-x.IRS() != 1001 {
+						err = fmt.Errorf("the FIN's sequence number is %d, want 1001, after the 1,000 bytes", s.Seq+uint32(len(s.Payload))-x.IRS())
 					}
 					return err
 				},
@@ -396,7 +396,7 @@ func shutdownCases() []*Case {
 				func(x *Exchange) error {
 					s, err := x.Recv(wait)
 					if err == nil && (has(s, rst) || !acked(x, s)) {
-						err = fmt.Errorf("the data after SHUT_RD drew %s ack %d, not an ACK of it", s.Flags, s.Ack-x.iss)
+						err = fmt.Errorf("the data after SHUT_RD drew %s ack %d, not an ACK of it", s.Flags, s.Ack-x.ISS())
 					}
 					return err
 				},

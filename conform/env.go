@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -95,7 +94,9 @@ func linuxTarget() (*target, error) {
 	}
 	t := &target{Name: "linux", ns: ns, addr: linuxAddr, peer: linuxPeer}
 	t.close = func() { lns.Remove(); ns.Remove() }
-	peerEnd, linuxEnd := "cfp"+suffix(lns.Name), "cfl"+suffix(lns.Name)
+	// The pair is made in the peer's namespace, both new: names need be
+	// unique in them only.
+	const peerEnd, linuxEnd = "conform-peer", "conform-linux"
 	steps := [][]string{
 		{"ip", "link", "add", peerEnd, "type", "veth", "peer", "name", linuxEnd, "netns", lns.Name},
 		{"ip", "link", "set", peerEnd, "up"},
@@ -150,18 +151,6 @@ func linuxTarget() (*target, error) {
 		return ln, err
 	}
 	return t, nil
-}
-
-// suffix returns the numbers that end a namespace name, for device names
-// that must be unique and at most 15 bytes.
-func suffix(name string) string {
-	i := strings.LastIndexByte(name, '-')
-	j := strings.LastIndexByte(name[:max(i, 0)], '-')
-	s := strings.ReplaceAll(name[j+1:], "-", "")
-	if len(s) > 12 {
-		s = s[len(s)-12:]
-	}
-	return s
 }
 
 // TundConfig is how tund is made for a run: its device and its stack, as

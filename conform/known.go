@@ -81,7 +81,7 @@ func whyDiff(name string, linux, tund []Seg) string {
 		return ""
 	}
 	for i := range linux {
-		if !linux[i].same(tund[i]) && !d.only(linux[i], tund[i]) {
+		if !linux[i].Same(tund[i]) && !d.only(linux[i], tund[i]) {
 			return ""
 		}
 	}

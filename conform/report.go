@@ -135,10 +135,13 @@ func WriteMarkdown(w io.Writer, r *Result, command string) {
 	writeReasons(w, r, func(s Side) string { return s.Known })
 	fmt.Fprintf(w, "\nWhere tund keeps the rule but its segments differ from Linux's (DIFF):\n\n")
 	writeReasons(w, r, func(s Side) string {
-		if s.Diff && s.Known == "" {
-			return s.Why + map[bool]string{true: "(no reason recorded: look into it)"}[s.Why == ""]
+		switch {
+		case !s.Diff || s.Known != "":
+			return ""
+		case s.Why == "":
+			return "(no reason recorded: look into it)"
 		}
-		return ""
+		return s.Why
 	})
 	fmt.Fprintf(w, "\n## The segments\n\n`p:` the peer, `s:` the server; FLAGS seq/ack relative to each side's ISN, (payload bytes), +time since the case began.\n")
 	for _, c := range r.Cases {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -104,107 +103,72 @@ func oldDupPeer(e *Env) (*rawpeer.Peer, error) {
 	return p, nil
 }
 
-// handshake opens a connection from the peer with its ISN iss and returns
-// tund's.
-func handshake(p *rawpeer.Peer, iss uint32) (uint32, error) {
-	if _, err := p.Send(header.TCPFlagSyn, iss, 0, nil); err != nil {
-		return 0, err
-	}
-	s, err := p.Next(3 * time.Second)
-	if err != nil {
-		return 0, fmt.Errorf("waiting for the SYN-ACK: %w", err)
-	}
-	if s.Flags != header.TCPFlagSyn|header.TCPFlagAck || s.Ack != iss+1 {
-		return 0, fmt.Errorf("tund answered the SYN (ISN %d) with %s ack %d, not a SYN-ACK", iss, s.Flags, s.Ack)
-	}
-	_, err = p.Send(header.TCPFlagAck, iss+1, s.Seq+1, nil)
-	return s.Seq, err
-}
-
-// readToFIN reads what tund sends from rcvNxt up to its FIN, ACKing each
-// segment as a client does, and returns the bytes and the sequence number
-// after the FIN.
-func readToFIN(p *rawpeer.Peer, sndNxt, rcvNxt uint32) ([]byte, uint32, error) {
-	var data []byte
-	for {
-		s, err := p.Next(3 * time.Second)
-		if err != nil {
-			return data, rcvNxt, fmt.Errorf("waiting for tund's reply and FIN (%d bytes so far): %w", len(data), err)
-		}
-		if s.Flags&header.TCPFlagRst != 0 {
-			return data, rcvNxt, fmt.Errorf("tund reset the connection (%d bytes so far)", len(data))
-		}
-		if s.Seq == rcvNxt && len(s.Payload) > 0 {
-			data = append(data, s.Payload...)
-			rcvNxt += uint32(len(s.Payload))
-		}
-		fin := s.Flags&header.TCPFlagFin != 0 && s.Seq+uint32(len(s.Payload)) == rcvNxt
-		if fin {
-			rcvNxt++
-		}
-		if len(s.Payload) > 0 || fin {
-			if _, err := p.Send(header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
-				return data, rcvNxt, err
-			}
-		}
-		if fin {
-			return data, rcvNxt, nil
-		}
-	}
-}
-
-// finish sends the peer's FIN after tund's and waits for tund's final ACK.
-func finish(p *rawpeer.Peer, sndNxt, rcvNxt uint32) error {
-	if _, err := p.Send(header.TCPFlagFin|header.TCPFlagAck, sndNxt, rcvNxt, nil); err != nil {
-		return err
-	}
-	for {
-		s, err := p.Next(3 * time.Second)
-		if err != nil {
-			return fmt.Errorf("waiting for tund's final ACK: %w", err)
-		}
-		if s.Flags == header.TCPFlagAck && s.Ack == sndNxt+1 {
-			return nil
-		}
-	}
-}
-
 // oldConnection plays the first connection: two requests, the second in a
 // segment of its own, whose packet it returns (the network's duplicate),
 // and a close that tund starts. end is the peer's sequence number after
 // its FIN.
 func oldConnection(p *rawpeer.Peer) (dup []byte, end uint32, err error) {
-	tiss, err := handshake(p, oldISS)
-	if err != nil {
+	x := rawpeer.NewExchange(p)
+	if err := x.Connect(oldISS); err != nil {
 		return nil, 0, err
 	}
-	seq, rcv := uint32(oldISS+1), tiss+1
-	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldFirst); err != nil {
+	if err := x.Send(header.TCPFlagPsh|header.TCPFlagAck, oldFirst); err != nil {
 		return nil, 0, err
 	}
-	seq += uint32(len(oldFirst))
-	if dup, err = p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, rcv, oldSecond); err != nil {
+	if dup, err = x.SendAt(header.TCPFlagPsh|header.TCPFlagAck, x.SndNxt, x.RcvNxt, oldSecond); err != nil {
 		return nil, 0, err
 	}
-	seq += uint32(len(oldSecond))
-	reply, rcv, err := readToFIN(p, seq, rcv)
+	x.SndNxt += uint32(len(oldSecond))
+	reply, err := x.ReadToFIN(3 * time.Second)
 	if err != nil {
 		return nil, 0, err
 	}
 	if n := bytes.Count(reply, []byte("HTTP/1.1 200")); n != 2 {
 		return nil, 0, fmt.Errorf("the first connection's two requests got %d answers: %q", n, reply)
 	}
-	return dup, seq + 1, finish(p, seq, rcv)
+	if err := x.Finish(3 * time.Second); err != nil {
+		return nil, 0, err
+	}
+	return dup, x.SndNxt, nil // past the peer's FIN
 }
 
-// body returns the body of the one HTTP response in b.
-func body(b []byte) ([]byte, error) {
+// request plays a later connection from ISN iss: the handshake, the old
+// duplicate dup if there is one (the network delivers it), newRequest,
+// tund's reply up to its FIN, and the peer's FIN. It returns the reply's
+// status line and body.
+func request(p *rawpeer.Peer, iss uint32, dup []byte) (string, []byte, error) {
+	x := rawpeer.NewExchange(p)
+	if err := x.Connect(iss); err != nil {
+		return "", nil, fmt.Errorf("ISN %d: %w", iss, err)
+	}
+	if dup != nil {
+		if err := p.Inject(dup); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := x.Send(header.TCPFlagPsh|header.TCPFlagAck, newRequest); err != nil {
+		return "", nil, err
+	}
+	reply, err := x.ReadToFIN(3 * time.Second)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := x.Finish(3 * time.Second); err != nil {
+		return "", nil, err
+	}
+	return response(reply)
+}
+
+// response returns the status line and the body of the one HTTP response
+// in b.
+func response(b []byte) (status string, body []byte, err error) {
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), nil)
 	if err != nil {
-		return nil, fmt.Errorf("reading tund's answer %q: %w", b, err)
+		return "", nil, fmt.Errorf("reading tund's answer %q: %w", b, err)
 	}
 	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
+	body, err = io.ReadAll(resp.Body)
+	return resp.Proto + " " + resp.Status, body, err
 }
 
 // oldDupWire appends the run's segments between the peer and tund to the
@@ -271,34 +235,14 @@ func oldDuplicateNoTimeWait(e *Env) error {
 	if err := e.observe("MSL 0: the first connection closed (tund first); tund keeps no TIME-WAIT", is(p.Local)); err != nil {
 		return err
 	}
-	iss := uint32(oldISS + len(oldFirst))
-	tiss, err := handshake(p, iss)
-	if err != nil {
-		return fmt.Errorf("the second connection, ISN %d: %w", iss, err)
-	}
-	if err := p.Inject(dup); err != nil { // the network delivers the old duplicate
-		return err
-	}
-	seq := iss + 1
-	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
-		return err
-	}
-	seq += uint32(len(newRequest))
-	reply, rcv, err := readToFIN(p, seq, tiss+1)
+	status, got, err := request(p, uint32(oldISS+len(oldFirst)), dup)
 	if err != nil {
 		return fmt.Errorf("the second connection: %w", err)
-	}
-	if err := finish(p, seq, rcv); err != nil {
-		return err
-	}
-	got, err := body(reply)
-	if err != nil {
-		return err
 	}
 	e.res.Numbers["msl0_bytes_asked"] = 3
 	e.res.Numbers["msl0_bytes_answered"] = float64(len(got))
 	e.note("MSL 0, byte for byte: the second connection sent %q; the old duplicate at the same sequence number %d carried %q; tund's http service read the old one and answered %q with a body of %d bytes, not 3.",
-		newRequest, rawpeer.SeqOf(dup), oldSecond, firstLine(reply), len(got))
+		newRequest, rawpeer.SeqOf(dup), oldSecond, status, len(got))
 	if err := oldDupWire(e, "MSL 0 (--msl 0)", p, rawpeer.SeqOf(dup)); err != nil {
 		return err
 	}
@@ -358,25 +302,9 @@ func oldDuplicateTimeWait(e *Env) error {
 	e.note("A SYN with ISN %d, inside the old sequence space, got an ACK of the old connection (ack %d), not a SYN-ACK.", low, s.Ack)
 	// A SYN above it: a new connection, from TIME-WAIT.
 	high := end + 100000
-	tiss, err := handshake(p, high)
+	_, got, err := request(p, high, nil)
 	if err != nil {
-		return fmt.Errorf("a SYN above the old sequence space (ISN %d): %w", high, err)
-	}
-	seq := high + 1
-	if _, err := p.Send(header.TCPFlagPsh|header.TCPFlagAck, seq, tiss+1, newRequest); err != nil {
-		return err
-	}
-	seq += uint32(len(newRequest))
-	reply, rcv, err := readToFIN(p, seq, tiss+1)
-	if err != nil {
-		return fmt.Errorf("the connection from TIME-WAIT: %w", err)
-	}
-	if err := finish(p, seq, rcv); err != nil {
-		return err
-	}
-	got, err := body(reply)
-	if err != nil {
-		return err
+		return fmt.Errorf("a SYN above the old sequence space: %w", err)
 	}
 	e.res.Numbers["tw_bytes_answered"] = float64(len(got))
 	e.note("A SYN with ISN %d, above it, opened a new connection from TIME-WAIT, whose request for 3 bytes got %d.", high, len(got))
@@ -384,12 +312,4 @@ func oldDuplicateTimeWait(e *Env) error {
 		return err
 	}
 	return expect(len(got) == 3, "the connection opened from TIME-WAIT got a body of %d bytes, want 3", len(got))
-}
-
-// firstLine returns the first line of an HTTP message.
-func firstLine(b []byte) string {
-	if i := bytes.IndexByte(b, '\r'); i >= 0 {
-		return string(b[:i])
-	}
-	return strconv.Quote(string(b))
 }

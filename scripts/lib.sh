@@ -101,3 +101,18 @@ stop_docker() {
 	rm -f "$docker_pidfile"
 	docker_pid=""
 }
+
+# report_profile BIN PPROF prints a CPU profile of tund (binary BIN): its
+# top functions, then tund's CPU by kind of work
+# (scripts/profile-breakdown.awk says how each sample is assigned).
+# PROFILE_OUT=FILE keeps the profile, with the binary beside it as FILE.bin.
+report_profile() {
+	go tool pprof -top "$1" "$2" >"$2.top" 2>/dev/null
+	head -40 "$2.top" # not piped: head's early exit would fail pprof under pipefail
+	echo
+	echo "tund's CPU by kind of work (share of the samples):"
+	go tool pprof -traces "$1" "$2" 2>/dev/null | awk -f "$repo/scripts/profile-breakdown.awk"
+	if [ -n "${PROFILE_OUT:-}" ]; then
+		cp "$2" "$PROFILE_OUT" && cp "$1" "$PROFILE_OUT.bin"
+	fi
+}

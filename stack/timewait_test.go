@@ -242,17 +242,14 @@ func rstPacket(peerPort uint16) gstack.PacketBufferList {
 func TestCompactTimeWaitSuppressesListenerRST(t *testing.T) {
 	// A segment that waited in the old endpoint's queue goes to the
 	// listener as the endpoint closes, and the listener would reset the
-	// connection in TIME-WAIT: the table drops that RST and answers with
-	// its own ACK, as TIME-WAIT answers a FIN sent again or data. A RST
-	// for a connection not in the table passes.
-	p, fin := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
+	// connection in TIME-WAIT: the table drops that RST. A RST for a
+	// connection not in the table passes.
+	p, _ := timeWaitPeer(t, Config{MSL: time.Second, FinWait2: time.Second})
 	awaitCount(t, "compact TIME-WAITs", 1, p.st.tw.Len)
 	l := rstPacket(peerPort)
 	p.st.tw.WritePackets(l)
 	l.Reset()
-	if ack := p.next(time.Second); ack.Flags != header.TCPFlagAck || ack.Seq != fin.Seq+1 || ack.Ack != peerISS+2 {
-		t.Errorf("in place of the RST: %s seq=%d ack=%d, want TIME-WAIT's ACK seq=%d ack=%d", tcpflag.String(uint8(ack.Flags)), ack.Seq, ack.Ack, fin.Seq+1, peerISS+2)
-	}
+	p.noSegment(100*time.Millisecond, "the RST was for a connection in TIME-WAIT")
 	if n := p.st.TimeWaitStats().SuppressedRSTs.Load(); n != 1 {
 		t.Errorf("suppressed %d RSTs, want 1", n)
 	}

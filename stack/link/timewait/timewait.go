@@ -331,36 +331,23 @@ func newIncarnation(f wire.Fields, b []byte, e *twEntry) bool {
 func (t *Table) OutboundFlags() header.TCPFlags { return header.TCPFlagRst }
 
 // Outbound keeps the stack from resetting a connection that is in the
-// table. Segments that were waiting in the old endpoint's queue when it
-// handed its TIME-WAIT over go to the listener as the endpoint closes, and
-// the listener answers an ACK with a RST (RFC 9293 §3.10.7.2). The table
-// drops that RST and answers in its place as TIME-WAIT does: with its ACK
-// of RCV.NXT, which is what a FIN sent again or a data segment draws (an
-// ACK in sequence would draw nothing, and the RST does not tell which it
-// was; one ACK more does no harm). A RST of a live connection of the stack
-// on the same 4-tuple (a new incarnation) passes, and the entry goes.
+// table. The segments that were waiting in the old endpoint's queue when
+// it handed its TIME-WAIT over come to the table (Late, gVisor patch 0019);
+// one that still reaches the listener, which answers an ACK with a RST
+// (RFC 9293 §3.10.7.2), gets nothing. A RST of a live connection of the stack on the
+// same 4-tuple (a new incarnation) passes, and the entry goes.
 func (t *Table) Outbound(f wire.Fields, _ *stack.PacketBuffer) bool {
-	if f.Flags&header.TCPFlagRst == 0 {
-		return false
-	}
-	reply, ok := t.suppress(f)
-	if reply != nil {
-		t.send(f.Flow, reply)
-	}
-	return ok
+	return f.Flags&header.TCPFlagRst != 0 && t.suppress(f.Flow)
 }
 
-// suppress reports whether f, a RST of the stack's, is one to drop: its
-// flow is in the table and the stack has no live connection of it. reply
-// is the table's answer in its place, for a RST that answered a segment
-// with ACK (RFC 9293 §3.10.7.1: <SEQ=SEG.ACK><CTL=RST>, no ACK of its own).
-func (t *Table) suppress(f wire.Fields) (reply []byte, ok bool) {
-	fl := f.Flow
+// suppress reports whether a RST of fl is one to drop: fl is in the
+// table and the stack has no live connection of it.
+func (t *Table) suppress(fl wire.Flow) bool {
 	t.mu.Lock()
-	_, ok = t.entries.Get(fl)
+	_, ok := t.entries.Get(fl)
 	t.mu.Unlock()
 	if !ok {
-		return nil, false
+		return false
 	}
 	if t.live(fl) {
 		t.mu.Lock()
@@ -370,18 +357,10 @@ func (t *Table) suppress(f wire.Fields) (reply []byte, ok bool) {
 			t.stats.Reopened.Add(1)
 		}
 		t.mu.Unlock()
-		return nil, false
+		return false
 	}
 	t.stats.SuppressedRSTs.Add(1)
-	if f.Flags&header.TCPFlagAck != 0 {
-		return nil, true
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e, ok := t.entries.Get(fl); ok && !t.closed {
-		reply = t.ack(fl, &e, wire.MonoNow())
-	}
-	return reply, true
+	return true
 }
 
 // live reports whether the stack has a connection (not a listener) for fl.
